@@ -1,0 +1,37 @@
+import os
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(ROOT, "tests", "data")
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture
+def repo_root():
+    return ROOT
+
+
+@pytest.fixture
+def ref_data():
+    """Path of a conformance file computed with the official code (see tests/data/REFERENCE.md)."""
+    return lambda name: os.path.join(DATA, name)
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    # CI has 2 cores; keep torch from oversubscribing when tests spawn processes.
+    torch.set_num_threads(2)
+    yield

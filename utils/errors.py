@@ -1,0 +1,37 @@
+"""Exceptions the toolkit raises for problems a user can fix.
+
+Every message names the offending path, key or value *and* the fix, so that the
+CLIs can print it as one line (see :func:`utils.cli.run_main`).
+"""
+
+
+class PIDNetError(Exception):
+    """Base class: an expected, user-fixable problem (printed as one line by the CLIs)."""
+
+
+class ConfigError(PIDNetError):
+    """Bad ``--cfg`` file, YAML syntax, unknown key or wrong value type."""
+
+
+class DatasetError(PIDNetError):
+    """Missing dataset root/list/files, malformed list lines, corrupt images or labels."""
+
+
+class CheckpointError(PIDNetError):
+    """Missing, truncated or incompatible checkpoint / model file."""
+
+
+class ModelError(PIDNetError):
+    """Unknown model name or inconsistent model arguments."""
+
+
+class DeviceError(PIDNetError):
+    """A device that is not available here (e.g. ``--device cuda`` without CUDA)."""
+
+
+class CompressionError(PIDNetError):
+    """Bad compression request (method, ratio, layer names) or backend failure."""
+
+
+class TrainingError(PIDNetError):
+    """Training cannot continue (e.g. a non-finite loss)."""
