@@ -21,7 +21,7 @@ class CheckpointError(PIDNetError):
     """Missing, truncated or incompatible checkpoint / model file."""
 
 
-class ModelError(PIDNetError):
+class ModelError(PIDNetError, ValueError):
     """Unknown model name or inconsistent model arguments."""
 
 
