@@ -129,11 +129,12 @@ def load_config(cfg_file=None, opts=()):
         raise ConfigError(f"config overrides must be KEY VALUE pairs; got an odd number: {opts}")
     try:
         cfg.merge_from_list(opts)
-    except KeyError as exc:
-        raise ConfigError(f"unknown config key on the command line: {_key_error_text(exc)}. "
-                          "Check its spelling against configs/default.py") from None
-    except (ValueError, AssertionError, TypeError) as exc:
-        raise ConfigError(f"bad command-line config value: {exc}. "
+    except (KeyError, ValueError, AssertionError, TypeError) as exc:
+        text = _key_error_text(exc)
+        if isinstance(exc, KeyError) or "Non-existent key" in text:
+            raise ConfigError(f"unknown config key on the command line: {text}. "
+                              "Check its spelling against configs/default.py") from None
+        raise ConfigError(f"bad command-line config value: {text}. "
                           "Use the type of the default in configs/default.py") from None
     cfg.freeze()
     return cfg
