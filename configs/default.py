@@ -91,7 +91,9 @@ _C.TEST.FLIP_TEST = False
 _C.TEST.MULTI_SCALE = False
 # Ours: scales averaged by TEST.MULTI_SCALE (the HRNet/PIDNet evaluation scales).
 _C.TEST.SCALE_LIST = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
-_C.TEST.OUTPUT_INDEX = -1
+# The official default is -1, which on the [p, main, boundary] outputs picks the boundary head;
+# every official YAML sets 1 (the main head), so that is our default too.
+_C.TEST.OUTPUT_INDEX = 1
 
 
 def get_cfg():

@@ -18,6 +18,7 @@ and are only read by :func:`load_module_file`, for paths the user named explicit
 import logging
 import os
 import pickle
+import re
 
 import torch
 import torch.nn as nn
@@ -42,17 +43,23 @@ def read_checkpoint(path, map_location="cpu"):
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        text = str(exc)
-        if "GraphModule" in text or "Unsupported global" in text or "weights_only" in text:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        name = found.group(1) if found else ""
+        if _looks_like_module(name):
             raise CheckpointError(
-                f"{path} holds a whole pickled module (e.g. a NetsPresso/torch.fx model), not weights: "
-                "use the --netspresso --model FILE option for such files") from None
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({text.splitlines()[0]}): "
-                              "pass a .pt/.pth/.pth.tar weights file") from None
+                f"{path} holds a whole pickled module ({name}), not weights (e.g. a NetsPresso/torch.fx "
+                "model): use the --netspresso --model FILE option for such files") from None
+        what = f"Python objects ({name})" if name else "data a safe load refuses"
+        raise CheckpointError(f"{path} is not a weights file: it contains {what}. "
+                              "Pass a .pt/.pth/.pth.tar state dict or checkpoint") from None
     except Exception as exc:  # arbitrary bytes make the unpickler raise almost anything (KeyError, ...)
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"cannot read checkpoint {path} (truncated or not a checkpoint: {first}): "
                               "re-download or re-create the file") from None
+
+
+def _looks_like_module(global_name):
+    return global_name.startswith(("torch.nn.", "torch.fx.", "models.", "__main__")) or "GraphModule" in global_name
 
 
 def extract_state_dict(obj, path="<checkpoint>"):
