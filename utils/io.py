@@ -5,6 +5,12 @@ import tempfile
 import torch
 
 
+def _default_mode():
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _atomic(path, write):
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
@@ -15,6 +21,8 @@ def _atomic(path, write):
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        # mkstemp creates 0600 files; give the result the permissions a plain open() would.
+        os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -1,0 +1,43 @@
+import pytest
+import torch
+
+from models.netspresso import export_pidnet
+from models.pidnet import PIDNet
+
+TINY = {
+    "sm": dict(m=2, n=3, planes=8, ppm_planes=16, head_planes=16, num_classes=5),
+    "l": dict(m=3, n=4, planes=8, ppm_planes=16, head_planes=16, num_classes=5),
+}
+# Small sizes keep every compression call to a few seconds on two cores.
+FAST = dict(trace_size=(64, 64), report_sizes=[(64, 128)])
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # These models are tiny: one thread beats two (thread sync dominates) on a busy CI box.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _exported(kind):
+    torch.manual_seed(0)
+    net = PIDNet(**TINY[kind]).eval()
+    body, head = export_pidnet(net)
+    return body, head
+
+
+@pytest.fixture(scope="module")
+def tiny_sm():
+    return _exported("sm")
+
+
+@pytest.fixture(scope="module")
+def tiny_l():
+    return _exported("l")
+
+
+@pytest.fixture
+def fast():
+    return dict(FAST)

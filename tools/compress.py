@@ -1,0 +1,140 @@
+"""Structured pruning of an exported PIDNet body, offline or on the NetsPresso service.
+
+    # SLAMP recommendation, 60% of the prunable filters removed by L2 norm
+    python tools/compress.py --model model_modelfx.pt --method PR_L2 --recommendation slamp \
+        --ratio 0.6 --output compressed_pidnet.pt
+    # geometric median, channel counts rounded to multiples of 8
+    python tools/compress.py --model model_modelfx.pt --method PR_GM --ratio 0.5 --round-to 8 \
+        --output compressed_gm.pt
+    # manual per-layer ratios / explicit channel indices (JSON {"layer.name": value})
+    python tools/compress.py --model model_modelfx.pt --method PR_L2 --recommendation manual \
+        --layer-ratios ratios.json --output compressed_manual.pt
+    python tools/compress.py --model model_modelfx.pt --method PR_ID --indices ids.json --output c.pt
+    # the same request on NetsPresso (pip install netspresso separately; NETSPRESSO_API_KEY set)
+    python tools/compress.py --backend netspresso --model model_modelfx.pt --method PR_L2 \
+        --recommendation slamp --ratio 0.6 --output compressed_pidnet.pt
+
+Writes the compressed whole module (load it with ``--netspresso --model FILE --head
+model_headfx.pt`` in tools/train.py / tools/eval.py, or compress it again) and a JSON
+report (``<output>.json`` unless ``--report``): per-layer channels, parameters, MACs at the
+export input size and the ratio achieved.
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from models.checkpoint import load_module_file  # noqa: E402
+from models.compression import cloud  # noqa: E402
+from models.compression.pruner import check_method, check_recommendation, compress_model  # noqa: E402
+from models.compression.recommend import check_ratio, load_layer_indices, load_layer_ratios  # noqa: E402
+from models.compression.report import summary  # noqa: E402
+from models.netspresso import input_shapes  # noqa: E402
+from utils.cli import run_main, setup_logging  # noqa: E402
+from utils.device import resolve_device  # noqa: E402
+from utils.errors import CompressionError  # noqa: E402
+from utils.io import atomic_save, atomic_write_text  # noqa: E402
+
+logger = logging.getLogger("compress")
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description="Prune an exported PIDNet (NetsPresso-style compression)")
+    parser.add_argument("--model", required=True, help="whole-module file, e.g. model_modelfx.pt (trusted files only)")
+    parser.add_argument("--method", default="PR_L2", help="PR_L2 (L2 norm), PR_GM (geometric median), "
+                                                          "PR_ID (channel indices from --indices)")
+    parser.add_argument("--recommendation", default=None,
+                        help="slamp (global structured LAMP, needs --ratio) or manual (needs --layer-ratios); "
+                             "default slamp, manual for PR_ID")
+    parser.add_argument("--ratio", type=float, default=None, help="fraction of prunable filters to remove, in (0, 1)")
+    parser.add_argument("--layer-ratios", default=None, help="JSON {\"conv name\": ratio} for manual compression")
+    parser.add_argument("--indices", default=None, help="JSON {\"conv name\": [channel indices]} for PR_ID")
+    parser.add_argument("--round-to", type=int, default=1, help="kept channels become multiples of this (step size)")
+    parser.add_argument("--input-size", type=int, nargs=2, default=[1024, 2048], metavar=("H", "W"),
+                        help="export input size (height width) for MACs and NetsPresso's input_shapes")
+    parser.add_argument("--extra-size", type=int, nargs=2, action="append", default=None, metavar=("H", "W"),
+                        help="more sizes at which MACs are reported (repeatable)")
+    parser.add_argument("--trace-size", type=int, nargs=2, default=[256, 256], metavar=("H", "W"),
+                        help="dummy input used to trace channel dependencies")
+    parser.add_argument("--output", default="compressed_pidnet.pt", help="compressed model file")
+    parser.add_argument("--report", default=None, help="JSON report path (default: <output>.json)")
+    parser.add_argument("--backend", default="offline", help="offline (torch-pruning, here) or netspresso (cloud)")
+    parser.add_argument("--device", default="cpu", help="device for tracing/pruning (auto, cpu, cuda)")
+    return parser
+
+
+def _report_path(args):
+    return args.report or os.path.splitext(args.output)[0] + ".json"
+
+
+def _sizes(args):
+    sizes = [tuple(args.input_size)] + [tuple(s) for s in (args.extra_size or [])]
+    for h, w in sizes + [tuple(args.trace_size)]:
+        if h < 32 or w < 32:
+            raise CompressionError(f"input sizes must be at least 32x32, got {h}x{w}")
+    return sizes
+
+
+def run_offline(args, sizes):
+    method = check_method(args.method)
+    recommendation = check_recommendation(method, args.recommendation)
+    layer_ratios = load_layer_ratios(args.layer_ratios) if args.layer_ratios else None
+    layer_indices = load_layer_indices(args.indices) if args.indices else None
+    if recommendation == "slamp":
+        check_ratio(args.ratio)
+    elif args.ratio is not None:
+        logger.warning("--ratio is ignored with --recommendation manual / PR_ID (per-layer values come from the JSON)")
+    device = resolve_device(args.device)
+    model = load_module_file(args.model, what="model")
+    pruned, report = compress_model(model, method, recommendation, ratio=args.ratio, layer_ratios=layer_ratios,
+                                    layer_indices=layer_indices, round_to=args.round_to,
+                                    trace_size=tuple(args.trace_size), report_sizes=sizes, device=device)
+    report["model"] = os.path.abspath(args.model)
+    report["backend"] = "offline"
+    return pruned, report
+
+
+def run_netspresso(args, sizes):
+    method = check_method(args.method)
+    recommendation = check_recommendation(method, args.recommendation)
+    ratio = check_ratio(args.ratio)
+    height, width = sizes[0]
+    shapes = input_shapes([width, height])
+    work_dir = os.path.splitext(args.output)[0] + "_netspresso"
+    path = cloud.compress_in_cloud(args.model, work_dir, method, recommendation, ratio, shapes)
+    original = load_module_file(args.model, what="model")
+    compressed = load_module_file(path, what="compressed model")
+    report = {"backend": "netspresso", "method": method, "recommendation": recommendation,
+              "ratio_requested": ratio, "input_size": [height, width], "model": os.path.abspath(args.model),
+              "service_output": os.path.abspath(path),
+              "before": summary(original, sizes), "after": summary(compressed, sizes)}
+    return compressed, report
+
+
+def main(args):
+    setup_logging()
+    backend = str(args.backend).lower()
+    runners = {"offline": run_offline, "netspresso": run_netspresso}
+    if backend not in runners:
+        raise CompressionError(f"unknown --backend '{args.backend}': use offline or netspresso")
+    if os.path.abspath(args.output) == os.path.abspath(args.model):
+        raise CompressionError("--output must differ from --model (the input would be overwritten)")
+    sizes = _sizes(args)
+    pruned, report = runners[backend](args, sizes)
+    report_path = _report_path(args)
+    atomic_save(pruned, args.output)
+    atomic_write_text(json.dumps(report, indent=2) + "\n", report_path)
+    first = f"{sizes[0][0]}x{sizes[0][1]}"
+    before, after = report["before"], report["after"]
+    print(f"compressed model: {args.output}  report: {report_path}")
+    print(f"params {before['params'] / 1e6:.3f}M -> {after['params'] / 1e6:.3f}M, "
+          f"MACs@{first} {before['macs'][first] / 1e9:.2f}G -> {after['macs'][first] / 1e9:.2f}G"
+          + (f", filters removed {report['ratio_achieved']:.3f}" if "ratio_achieved" in report else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main, get_args_parser().parse_args()))
