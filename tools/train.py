@@ -1,0 +1,385 @@
+"""Train PIDNet on one CPU/GPU, or on several GPUs/nodes with DistributedDataParallel via torchrun.
+
+Examples (from the repository root)::
+
+    # one GPU (or CPU when there is none), the official recipe
+    python tools/train.py --cfg configs/cityscapes/pidnet_small_cityscapes.yaml
+
+    # 2 GPUs on this machine: TRAIN.BATCH_SIZE_PER_GPU images per process
+    torchrun --nproc_per_node 2 tools/train.py --cfg configs/cityscapes/pidnet_small_cityscapes.yaml
+
+    # 2 nodes x 4 GPUs (run on every node; HOST is node 0's address)
+    torchrun --nnodes 2 --nproc_per_node 4 --rdzv_backend c10d --rdzv_endpoint HOST:29500 \\
+        --rdzv_id pidnet1 tools/train.py --cfg configs/cityscapes/pidnet_small_cityscapes.yaml
+
+    # continue the run in OUTPUT_DIR/<dataset>/<cfg name>/ from its checkpoint.pth.tar
+    python tools/train.py --cfg configs/cityscapes/pidnet_small_cityscapes.yaml TRAIN.RESUME True
+
+    # a quick CPU run on generated data
+    python tools/make_synthetic.py --root data/synthetic --num-train 96 --num-val 16 --size 256 128
+    python tools/train.py --cfg configs/synthetic/pidnet_small_synthetic.yaml --device cpu TRAIN.END_EPOCH 2
+
+    # fine-tune a compressed NetsPresso model (body + auxiliary heads)
+    python tools/train.py --cfg configs/cityscapes/pidnet_small_cityscapes.yaml \\
+        --netspresso --model compressed/model.pt --head compressed/head.pt TRAIN.END_EPOCH 100
+
+Outputs in ``OUTPUT_DIR/<dataset>/<cfg name>/``: ``checkpoint.pth.tar`` (resumable, every epoch and
+on SIGINT/SIGTERM), ``best.pt`` and ``final_state.pt`` (``model.``-prefixed state dicts as the
+official ones; ``best_model_*.pt``/``final_model_*.pt`` with ``--netspresso``) and a log file;
+TensorBoard scalars in ``LOG_DIR/<dataset>/<cfg name>/``. Exit codes: 0 done, 2 bad input or
+training error (one ``error:`` line), 130/143 stopped by SIGINT/SIGTERM after saving a checkpoint.
+"""
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+
+from configs.default import experiment_name, load_config  # noqa: E402
+from utils import distributed as du  # noqa: E402
+from utils.cli import run_main, setup_logging  # noqa: E402
+from utils.errors import CheckpointError, ConfigError, DatasetError, TrainingError  # noqa: E402
+
+logger = logging.getLogger("tools.train")
+
+CHECKPOINT_NAME = "checkpoint.pth.tar"
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description="Train PIDNet (single process or torchrun DDP).")
+    parser.add_argument("--cfg", required=True,
+                        help="experiment YAML, e.g. configs/cityscapes/pidnet_small_cityscapes.yaml")
+    parser.add_argument("opts", nargs="*", default=[],
+                        help="config overrides as KEY VALUE pairs, e.g. TRAIN.END_EPOCH 10 TRAIN.RESUME True")
+    parser.add_argument("--device", default=None, help="auto (default: the config's DEVICE), cpu, cuda or cuda:N")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: the config's SEED, 304)")
+    parser.add_argument("--dist-timeout", type=float, default=du.DEFAULT_TIMEOUT_S, metavar="SEC",
+                        help="under torchrun: a collective that does not finish within SEC seconds fails the "
+                             f"job instead of hanging (default {du.DEFAULT_TIMEOUT_S})")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.add_argument("--netspresso", action="store_true",
+                        help="fine-tune a compressed NetsPresso/torch.fx model given by --model and --head")
+    parser.add_argument("--model", default=None, help="with --netspresso: the compressed model (body) file")
+    parser.add_argument("--head", default=None, help="with --netspresso: the auxiliary head file")
+    return parser
+
+
+def parse_args(argv=None):
+    # Intermixed parsing lets options follow the KEY VALUE overrides (..., TRAIN.END_EPOCH 5 --device cpu).
+    return get_args_parser().parse_intermixed_args(argv)
+
+
+# ---------------------------------------------------------------------------
+# Checks that must fail before any work is done.
+# ---------------------------------------------------------------------------
+
+def output_dirs(cfg, cfg_file):
+    """``(OUTPUT_DIR/<dataset>/<cfg name>, LOG_DIR/<dataset>/<cfg name>)`` as the official layout."""
+    name = experiment_name(cfg_file)
+    return (os.path.join(cfg.OUTPUT_DIR, cfg.DATASET.DATASET, name),
+            os.path.join(cfg.LOG_DIR, cfg.DATASET.DATASET, name))
+
+
+def ensure_writable(path, key):
+    """Create ``path`` and prove a file can be written there, or raise one clear ConfigError."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write_test."):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{key} location {path} is not writable ({exc.strerror or exc}): "
+                          f"set {key} to a writable folder") from None
+
+
+def check_config(cfg, args):
+    if args.netspresso:
+        if not args.model or not args.head:
+            raise ConfigError("--netspresso training needs --model FILE and --head FILE (the auxiliary heads "
+                              "provide the P and boundary outputs the PIDNet loss needs)")
+    elif args.model or args.head:
+        raise ConfigError("--model/--head are for compressed models and need --netspresso")
+    train = cfg.TRAIN
+    if train.BATCH_SIZE_PER_GPU < 1:
+        raise ConfigError(f"TRAIN.BATCH_SIZE_PER_GPU must be >= 1 (got {train.BATCH_SIZE_PER_GPU})")
+    if not 0 <= train.BEGIN_EPOCH < train.END_EPOCH:
+        raise ConfigError(f"TRAIN.BEGIN_EPOCH {train.BEGIN_EPOCH} / TRAIN.END_EPOCH {train.END_EPOCH}: "
+                          "need 0 <= BEGIN_EPOCH < END_EPOCH")
+    if str(train.OPTIMIZER).lower() != "sgd":
+        raise ConfigError(f"TRAIN.OPTIMIZER '{train.OPTIMIZER}' is not supported: the PIDNet recipe uses 'sgd'")
+    if train.LR <= 0:
+        raise ConfigError(f"TRAIN.LR must be positive (got {train.LR})")
+    if not 0 <= cfg.TRAIN.IGNORE_LABEL <= 255:
+        raise ConfigError(f"TRAIN.IGNORE_LABEL {cfg.TRAIN.IGNORE_LABEL} must be 0..255 (labels are uint8); "
+                          "the official configs use 255")
+    if cfg.WORKERS < 0:
+        raise ConfigError(f"WORKERS must be >= 0 (got {cfg.WORKERS})")
+
+
+def resume_source(cfg, out_dir):
+    """The checkpoint to resume from, or ``None`` (with the official warning when it is missing)."""
+    if not cfg.TRAIN.RESUME:
+        return None
+    path = os.path.join(out_dir, CHECKPOINT_NAME)
+    if os.path.isfile(path):
+        return path
+    # The official trainer silently starts over in this case; we do the same but say so.
+    logger.warning("TRAIN.RESUME is True but %s does not exist: starting a fresh run", path)
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Building blocks.
+# ---------------------------------------------------------------------------
+
+def build_datasets(cfg):
+    from datasets import build_dataset
+
+    common = dict(num_classes=cfg.DATASET.NUM_CLASSES, scale_factor=cfg.TRAIN.SCALE_FACTOR,
+                  ignore_label=cfg.TRAIN.IGNORE_LABEL,
+                  class_names=list(cfg.DATASET.CLASS_NAMES) or None,
+                  class_colors=[tuple(c) for c in cfg.DATASET.CLASS_COLORS] or None,
+                  class_weights=list(cfg.DATASET.CLASS_WEIGHTS) or None)
+    train_set = build_dataset(cfg.DATASET.DATASET, cfg.DATASET.ROOT, cfg.DATASET.TRAIN_SET, is_train=True,
+                              crop_size=(cfg.TRAIN.IMAGE_SIZE[1], cfg.TRAIN.IMAGE_SIZE[0]),
+                              base_size=cfg.TRAIN.BASE_SIZE, multi_scale=cfg.TRAIN.MULTI_SCALE,
+                              flip=cfg.TRAIN.FLIP, **common)
+    val_set = build_dataset(cfg.DATASET.DATASET, cfg.DATASET.ROOT, cfg.DATASET.TEST_SET, is_train=False,
+                            crop_size=(cfg.TEST.IMAGE_SIZE[1], cfg.TEST.IMAGE_SIZE[0]),
+                            base_size=cfg.TEST.BASE_SIZE, multi_scale=False, flip=False, **common)
+    return train_set, val_set
+
+
+def build_loaders(cfg, train_set, val_set, info, seed):
+    from datasets.base_dataset import seed_worker
+    from utils.evaluate import eval_sampler
+    from utils.training import TrainSampler, iterations_per_epoch
+
+    batch_size = cfg.TRAIN.BATCH_SIZE_PER_GPU
+    iters = iterations_per_epoch(len(train_set), info.world_size, batch_size)
+    if iters == 0:
+        raise DatasetError(
+            f"{cfg.DATASET.TRAIN_SET} has {len(train_set)} images: too few for one batch of "
+            f"TRAIN.BATCH_SIZE_PER_GPU {batch_size} per process x {info.world_size} process(es) "
+            "(incomplete batches are dropped); lower TRAIN.BATCH_SIZE_PER_GPU or add images")
+    if batch_size < 2 and not (info.distributed and info.device.type == "cuda"):
+        raise ConfigError("TRAIN.BATCH_SIZE_PER_GPU 1: BatchNorm needs at least 2 images per process in training "
+                          "(PIDNet's context module pools to 1x1); use 2 or more (SyncBatchNorm under torchrun "
+                          "on CUDA counts the images of all GPUs)")
+    sampler = TrainSampler(train_set, num_replicas=info.world_size, rank=info.rank, shuffle=cfg.TRAIN.SHUFFLE,
+                           seed=seed)
+    pin = info.device.type == "cuda" and cfg.PIN_MEMORY
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    train_loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler, num_workers=cfg.WORKERS,
+                              pin_memory=pin, drop_last=True, worker_init_fn=seed_worker, generator=generator)
+    val_loader = DataLoader(val_set, batch_size=cfg.TEST.BATCH_SIZE_PER_GPU, shuffle=False,
+                            sampler=eval_sampler(val_set), num_workers=cfg.WORKERS, pin_memory=pin)
+    return train_loader, val_loader, iters
+
+
+def build_model(cfg, args, will_resume):
+    """PIDNet (+ MODEL.PRETRAINED), or the NetsPresso module with its heads."""
+    if args.netspresso:
+        from models.netspresso import load_netspresso
+
+        return load_netspresso(args.model, args.head)
+    from models.checkpoint import load_pretrained
+    from models.pidnet import build_pidnet
+
+    model = build_pidnet(cfg.MODEL.NAME, cfg.DATASET.NUM_CLASSES, augment=True)
+    if will_resume:
+        logger.info("resuming: MODEL.PRETRAINED is not loaded (the checkpoint has all weights)")
+    elif cfg.MODEL.PRETRAINED:
+        load_pretrained(model, cfg.MODEL.PRETRAINED)
+    else:
+        logger.warning("MODEL.PRETRAINED is empty: training from random initialisation")
+    return model
+
+
+def make_exporter(out_dir, netspresso):
+    """``export(kind, model)`` writing the weights-only files for ``'best'``/``'final'``."""
+    from models.checkpoint import official_state_dict
+    from utils.io import atomic_save
+
+    def export(kind, model):
+        if netspresso:
+            from models.netspresso import save_netspresso
+
+            return save_netspresso(model, out_dir, f"{kind}_model")
+        path = os.path.join(out_dir, "best.pt" if kind == "best" else "final_state.pt")
+        atomic_save(official_state_dict(model), path)
+        logger.info("saved %s", path)
+        return [path]
+
+    return export
+
+
+def _open_writer(log_dir):
+    from tensorboardX import SummaryWriter
+
+    return SummaryWriter(log_dir)
+
+
+def _restore(path, model, optimizer, scheduler, scaler, train_set, info, max_iters, seed):
+    from utils.training import load_checkpoint, restore_checkpoint, restore_rng_state
+
+    state = load_checkpoint(path)
+    restore_checkpoint(state, model, optimizer, scheduler, scaler, path=path)
+    if scheduler.max_iters != max_iters:
+        logger.warning("the LR schedule now spans %d iterations (the checkpoint's %d): TRAIN.END_EPOCH, the "
+                       "batch size or the process count changed", max_iters, scheduler.max_iters)
+        scheduler.set_max_iters(max_iters)
+    if state.get("seed") is not None and state["seed"] != seed:
+        logger.warning("the checkpoint was trained with seed %s, this run uses %s", state["seed"], seed)
+    rng = state.get("rng") or []
+    same_world = state.get("world_size", 1) == info.world_size and len(rng) == info.world_size
+    if same_world:
+        restore_rng_state(rng[info.rank], train_set)
+    else:
+        logger.warning("%s was written by %d process(es), this run has %d: the data order and random "
+                       "augmentations differ from an uninterrupted run", path, state.get("world_size", 1),
+                       info.world_size)
+    epoch, iteration = int(state["epoch"]), int(state.get("iteration", 0))
+    logger.info("resumed from %s: epoch %d%s, best mIoU %.4f", path, epoch,
+                f", iteration {iteration}" if iteration else "", float(state.get("best_mIoU", 0.0)))
+    return epoch, iteration, float(state.get("best_mIoU", 0.0)), same_world
+
+
+# ---------------------------------------------------------------------------
+# Entry point.
+# ---------------------------------------------------------------------------
+
+def main(args):
+    setup_logging()
+    cfg = load_config(args.cfg, args.opts)
+    check_config(cfg, args)
+    out_dir, tb_dir = output_dirs(cfg, args.cfg)
+    resume_path = resume_source(cfg, out_dir)
+    if args.netspresso:
+        for what, path in (("model", args.model), ("head", args.head)):
+            if not os.path.isfile(path):
+                raise CheckpointError(f"--{what} file not found: {path}. Check the path")
+    elif cfg.MODEL.PRETRAINED and resume_path is None and not os.path.isfile(cfg.MODEL.PRETRAINED):
+        raise CheckpointError(f"MODEL.PRETRAINED file not found: {cfg.MODEL.PRETRAINED}. Download it "
+                              "(see pretrained_models/README.md) or set MODEL.PRETRAINED '' to train from scratch")
+
+    info = du.init_distributed(args.device or cfg.DEVICE, args.dist_timeout)
+    try:
+        return _train(cfg, args, info, out_dir, tb_dir, resume_path)
+    except torch.distributed.DistError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrainingError(f"rank {info.rank}: a collective failed ({first}); another process probably died "
+                            f"or timed out. {os.path.join(out_dir, CHECKPOINT_NAME)} holds the last completed "
+                            "epoch: fix the cause and resume with TRAIN.RESUME True") from None
+    finally:
+        du.cleanup()
+
+
+def _train(cfg, args, info, out_dir, tb_dir, resume_path):
+    from utils.criterion import build_criterion
+    from utils.engine import FaultInjector, Trainer
+    from utils.training import PolyLR, StopRequest, build_optimizer, seed_everything
+
+    if info.is_main:
+        ensure_writable(out_dir, "OUTPUT_DIR")
+        ensure_writable(tb_dir, "LOG_DIR")
+    seed = cfg.SEED if args.seed is None else args.seed
+    device = info.device
+    if info.distributed:
+        some, missing = du.any_rank([resume_path is not None, resume_path is None], device)
+        if some and missing:
+            raise TrainingError(f"rank {info.rank}: {os.path.join(out_dir, CHECKPOINT_NAME)} is visible to some "
+                                "processes only: put OUTPUT_DIR on storage that every node shares to resume")
+    amp = bool(cfg.TRAIN.AMP)
+    if amp and device.type != "cuda":
+        logger.warning("TRAIN.AMP needs CUDA: training in float32 on %s", device)
+        amp = False
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = cfg.CUDNN.BENCHMARK and not cfg.CUDNN.DETERMINISTIC
+        torch.backends.cudnn.deterministic = cfg.CUDNN.DETERMINISTIC
+        torch.backends.cudnn.enabled = cfg.CUDNN.ENABLED
+        if cfg.CUDNN.DETERMINISTIC:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # Each rank gets its own streams; DDP broadcasts rank 0's initial weights anyway.
+    seed_everything(seed + info.rank, deterministic=cfg.CUDNN.DETERMINISTIC)
+
+    train_set, val_set = build_datasets(cfg)
+    train_loader, val_loader, iters = build_loaders(cfg, train_set, val_set, info, seed)
+    if info.is_main:
+        # The log file only appears once the data checks passed.
+        stamp = time.strftime("%Y-%m-%d-%H-%M")
+        setup_logging(log_file=os.path.join(out_dir, f"{experiment_name(args.cfg)}_{stamp}_train.log"))
+        logger.info("config %s, overrides %s, seed %d\n%s", args.cfg, args.opts, seed, cfg.dump())
+    logger.info("%d training images, %d validation images; %d iterations per epoch of %d images per process "
+                "x %d process(es)", len(train_set), len(val_set), iters, cfg.TRAIN.BATCH_SIZE_PER_GPU,
+                info.world_size)
+
+    model = build_model(cfg, args, will_resume=resume_path is not None)
+    if info.distributed and device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    elif info.distributed:
+        logger.info("SyncBatchNorm needs CUDA: each CPU process normalises over its own batch")
+    model = model.to(device)
+    model_without_ddp = model
+    if info.distributed:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    criterion = build_criterion(
+        cfg.DATASET.NUM_CLASSES, ignore_label=cfg.TRAIN.IGNORE_LABEL, use_ohem=cfg.LOSS.USE_OHEM,
+        ohem_thres=cfg.LOSS.OHEMTHRES, ohem_keep=cfg.LOSS.OHEMKEEP,
+        class_weights=getattr(train_set, "class_weights", None), balance_weights=list(cfg.LOSS.BALANCE_WEIGHTS),
+        sb_weights=cfg.LOSS.SB_WEIGHTS, align_corners=cfg.MODEL.ALIGN_CORNERS).to(device)
+    optimizer = build_optimizer(model_without_ddp, cfg.TRAIN.OPTIMIZER, cfg.TRAIN.LR, cfg.TRAIN.MOMENTUM,
+                                cfg.TRAIN.WD, cfg.TRAIN.NESTEROV)
+    scheduler = PolyLR(optimizer, max_iters=cfg.TRAIN.END_EPOCH * iters)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+
+    start_epoch, start_iter, best, restored_rng = cfg.TRAIN.BEGIN_EPOCH, 0, 0.0, False
+    if resume_path is not None:
+        start_epoch, start_iter, best, restored_rng = _restore(
+            resume_path, model_without_ddp, optimizer, scheduler, scaler, train_set, info,
+            max_iters=cfg.TRAIN.END_EPOCH * iters, seed=seed)
+    elif start_epoch:
+        # BEGIN_EPOCH > 0 without a checkpoint: the LR continues as if those epochs had run.
+        for _ in range(start_epoch * iters):
+            scheduler.step()
+    if start_iter >= iters:
+        start_epoch, start_iter = start_epoch + 1, 0
+
+    writer = _open_writer(tb_dir) if info.is_main else None
+    trainer = Trainer(
+        model=model, model_without_ddp=model_without_ddp, criterion=criterion, train_loader=train_loader,
+        val_loader=val_loader, optimizer=optimizer, scheduler=scheduler, scaler=scaler, device=device,
+        checkpoint_path=os.path.join(out_dir, CHECKPOINT_NAME), export=make_exporter(out_dir, args.netspresso),
+        end_epoch=cfg.TRAIN.END_EPOCH, iters_per_epoch=iters, batch_size=cfg.TRAIN.BATCH_SIZE_PER_GPU,
+        num_classes=cfg.DATASET.NUM_CLASSES, ignore_label=cfg.TRAIN.IGNORE_LABEL,
+        align_corners=cfg.MODEL.ALIGN_CORNERS, seed=seed, amp=amp, eval_interval=cfg.TRAIN.EVAL_INTERVAL,
+        eval_last_epochs=cfg.TRAIN.EVAL_LAST_EPOCHS, print_freq=cfg.PRINT_FREQ, config_text=cfg.dump(),
+        class_names=list(getattr(train_set, "class_names", None) or []), writer=writer,
+        fault=FaultInjector.from_env(), progress=not args.no_progress, best_miou=best)
+    if start_epoch >= cfg.TRAIN.END_EPOCH:
+        logger.info("training already reached TRAIN.END_EPOCH %d", cfg.TRAIN.END_EPOCH)
+    start = time.perf_counter()
+    try:
+        with StopRequest() as stop:
+            trainer.stop = stop
+            code = trainer.run(start_epoch, start_iter, restored_mid_epoch=restored_rng)
+    finally:
+        if writer is not None:
+            writer.close()
+    if code == 0:
+        logger.info("done in %.2f hours; best mIoU %.4f; outputs in %s", (time.perf_counter() - start) / 3600,
+                    trainer.best_miou, out_dir)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main, parse_args()))
