@@ -72,6 +72,9 @@ _C.TRAIN.IGNORE_LABEL = -1
 _C.TRAIN.BEGIN_EPOCH = 0
 _C.TRAIN.END_EPOCH = 484
 _C.TRAIN.EXTRA_EPOCH = 0
+# Ours: stop after this many epochs while the LR schedule still spans END_EPOCH (0 = END_EPOCH).
+# The official train.py stops CamVid runs at epoch 121 of a 200-epoch schedule; the CamVid YAMLs set it.
+_C.TRAIN.STOP_EPOCH = 0
 _C.TRAIN.RESUME = False
 _C.TRAIN.BATCH_SIZE_PER_GPU = 32
 _C.TRAIN.SHUFFLE = True

@@ -111,6 +111,9 @@ def check_config(cfg, args):
     if not 0 <= train.BEGIN_EPOCH < train.END_EPOCH:
         raise ConfigError(f"TRAIN.BEGIN_EPOCH {train.BEGIN_EPOCH} / TRAIN.END_EPOCH {train.END_EPOCH}: "
                           "need 0 <= BEGIN_EPOCH < END_EPOCH")
+    if not 0 <= train.STOP_EPOCH <= train.END_EPOCH or 0 < train.STOP_EPOCH <= train.BEGIN_EPOCH:
+        raise ConfigError(f"TRAIN.STOP_EPOCH {train.STOP_EPOCH} must be 0 (= END_EPOCH) or between "
+                          f"BEGIN_EPOCH {train.BEGIN_EPOCH} and END_EPOCH {train.END_EPOCH}")
     if str(train.OPTIMIZER).lower() != "sgd":
         raise ConfigError(f"TRAIN.OPTIMIZER '{train.OPTIMIZER}' is not supported: the PIDNet recipe uses 'sgd'")
     if train.LR <= 0:
@@ -359,14 +362,14 @@ def _train(cfg, args, info, out_dir, tb_dir, resume_path):
         model=model, model_without_ddp=model_without_ddp, criterion=criterion, train_loader=train_loader,
         val_loader=val_loader, optimizer=optimizer, scheduler=scheduler, scaler=scaler, device=device,
         checkpoint_path=os.path.join(out_dir, CHECKPOINT_NAME), export=make_exporter(out_dir, args.netspresso),
-        end_epoch=cfg.TRAIN.END_EPOCH, iters_per_epoch=iters, batch_size=cfg.TRAIN.BATCH_SIZE_PER_GPU,
+        end_epoch=cfg.TRAIN.STOP_EPOCH or cfg.TRAIN.END_EPOCH, iters_per_epoch=iters, batch_size=cfg.TRAIN.BATCH_SIZE_PER_GPU,
         num_classes=cfg.DATASET.NUM_CLASSES, ignore_label=cfg.TRAIN.IGNORE_LABEL,
         align_corners=cfg.MODEL.ALIGN_CORNERS, seed=seed, amp=amp, eval_interval=cfg.TRAIN.EVAL_INTERVAL,
         eval_last_epochs=cfg.TRAIN.EVAL_LAST_EPOCHS, print_freq=cfg.PRINT_FREQ, config_text=cfg.dump(),
         class_names=list(getattr(train_set, "class_names", None) or []), writer=writer,
         fault=FaultInjector.from_env(), progress=not args.no_progress, best_miou=best)
-    if start_epoch >= cfg.TRAIN.END_EPOCH:
-        logger.info("training already reached TRAIN.END_EPOCH %d", cfg.TRAIN.END_EPOCH)
+    if start_epoch >= trainer.end_epoch:
+        logger.info("training already reached epoch %d (TRAIN.STOP_EPOCH/END_EPOCH)", trainer.end_epoch)
     start = time.perf_counter()
     try:
         with StopRequest() as stop:

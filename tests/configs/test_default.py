@@ -37,7 +37,7 @@ def test_camvid_official_values(path):
     cfg = load_config(path)
     assert cfg.DATASET.NUM_CLASSES == 11 and cfg.DATASET.DATASET == "camvid"
     assert list(cfg.TRAIN.IMAGE_SIZE) == [960, 720] and cfg.TRAIN.BASE_SIZE == 960
-    assert cfg.TRAIN.LR == 0.005 and cfg.TRAIN.END_EPOCH == 200
+    assert cfg.TRAIN.LR == 0.005 and cfg.TRAIN.END_EPOCH == 200 and cfg.TRAIN.STOP_EPOCH == 121
     assert cfg.DATASET.TRAIN_SET == "list/camvid/trainval.lst" and cfg.DATASET.TEST_SET == "list/camvid/val.lst"
     assert "cityscapes" in cfg.MODEL.PRETRAINED
 

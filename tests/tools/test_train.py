@@ -204,6 +204,18 @@ def test_ddp_two_processes_gloo_dead_rank_then_resume(work):
     assert os.path.exists(os.path.join(out, EXP, "final_model_model.pt"))
 
 
+def test_stop_epoch_ends_early_on_the_full_lr_schedule(work, tmp_path):
+    """The official CamVid recipe: stop at epoch 121 of a 200-epoch poly schedule (here 1 of 3)."""
+    out = tmp_path / "stop"
+    run = train([*tiny_args(work), *overrides(work, out, end_epoch=3, extra=["TRAIN.STOP_EPOCH", "1"])])
+    assert run.returncode == 0, run.stderr[-3000:]
+    state = ckpt(out)
+    assert state["epoch"] == 1
+    # 2 of 6 iterations done: the LR is still high (a 1-epoch schedule would have decayed to ~0).
+    assert 0.005 < state["optimizer"]["param_groups"][0]["lr"] < 0.01
+    assert os.path.exists(os.path.join(out, EXP, "final_model_model.pt"))
+
+
 @pytest.fixture
 def in_process(monkeypatch):
     """Run tools/train.py's main in this process (fast), restoring the logging it configures."""
@@ -231,6 +243,7 @@ def in_process(monkeypatch):
     (["TRAIN.OPTIMIZER", "adam"], "TRAIN.OPTIMIZER 'adam'"),
     (["TRAIN.END_EPOCH", "0"], "need 0 <= BEGIN_EPOCH < END_EPOCH"),
     (["TRAIN.NO_SUCH_KEY", "1"], "unknown config key"),
+    (["TRAIN.STOP_EPOCH", "9"], "TRAIN.STOP_EPOCH 9 must be 0"),
 ])
 def test_bad_input_is_one_clear_line(work, tmp_path, capsys, in_process, extra, message):
     code = in_process(["--cfg", CFG, "--device", "cpu", "--no-progress", *overrides(work, tmp_path / "out"), *extra])
