@@ -68,7 +68,8 @@ _C.TRAIN.OPTIMIZER = "sgd"
 _C.TRAIN.MOMENTUM = 0.9
 _C.TRAIN.WD = 0.0001
 _C.TRAIN.NESTEROV = False
-_C.TRAIN.IGNORE_LABEL = -1
+# The official default is -1 but every official YAML sets 255 (labels are uint8).
+_C.TRAIN.IGNORE_LABEL = 255
 _C.TRAIN.BEGIN_EPOCH = 0
 _C.TRAIN.END_EPOCH = 484
 _C.TRAIN.EXTRA_EPOCH = 0

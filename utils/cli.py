@@ -39,12 +39,29 @@ def setup_logging(log_file=None, level=logging.INFO):
     root.setLevel(level)
 
 
+def one_line(exc):
+    """The user-facing line of an error, also when a DataLoader worker re-raised it.
+
+    A worker's exception reaches the main process as "Caught X in DataLoader worker ...
+    Original Traceback ... X: message": keep only the final message.
+    """
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if len(lines) > 1 and "Original Traceback" in str(exc):
+        last = lines[-1]
+        name = type(exc).__name__
+        marker = f"{name}: "
+        return last.split(marker, 1)[1] if marker in last else last
+    return " ".join(line.strip() for line in lines)
+
+
 def run_main(main, args):
     """Call ``main(args)``; expected failures become ``error: <message>`` and exit code 2."""
     try:
         result = main(args)
     except PIDNetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except FileNotFoundError as exc:
         print(f"error: file not found: {exc.filename or exc}. Check the path.", file=sys.stderr)

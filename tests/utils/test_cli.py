@@ -1,0 +1,42 @@
+"""The CLI wrapper: expected errors become one line and exit code 2."""
+import pytest
+
+from utils.cli import EXIT_USER_ERROR, one_line, run_main
+from utils.errors import CheckpointError, DatasetError
+
+
+def test_expected_error_is_one_line(capsys):
+    def main(args):
+        raise CheckpointError("checkpoint not found: x.pt. Check the path")
+
+    assert run_main(main, None) == EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert err == "error: checkpoint not found: x.pt. Check the path\n"
+
+
+def test_worker_reraised_error_keeps_only_the_message():
+    text = ("Caught DatasetError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+            '  File "x.py", line 1, in f\n    raise DatasetError(...)\n'
+            "utils.errors.DatasetError: corrupt image data/a.png: re-export it")
+    assert one_line(DatasetError(text)) == "corrupt image data/a.png: re-export it"
+
+
+def test_file_not_found_and_interrupt(capsys):
+    def missing(args):
+        open("/definitely/not/here.txt")
+
+    assert run_main(missing, None) == EXIT_USER_ERROR
+    assert "/definitely/not/here.txt" in capsys.readouterr().err
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    assert run_main(interrupted, None) == 130
+
+
+def test_unexpected_errors_are_not_hidden():
+    def bug(args):
+        raise ZeroDivisionError("a real bug")
+
+    with pytest.raises(ZeroDivisionError):
+        run_main(bug, None)
