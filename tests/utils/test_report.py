@@ -1,0 +1,103 @@
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+from tensorboardX import SummaryWriter
+
+from utils.report import build_report, fmt_count, headline, load_history, pick_series, stats_rows
+
+NAMES = ["road", "car", "sky"]
+
+
+def fake_runs():
+    before = {"mean_iou": 0.6, "iou": dict(zip(NAMES, [0.9, 0.5, 0.4])), "pixel_acc": 0.9, "mean_acc": 0.7}
+    after = {"mean_iou": 0.55, "iou": [0.85, 0.45, 0.35], "pixel_acc": 0.88, "mean_acc": 0.66}
+    return [
+        {"label": "PIDNet-S", "metrics": before, "stats": {"params": 7_600_000, "macs": 6.0e9, "latency_ms": 40.0}},
+        {"label": "Compressed", "metrics": after, "stats": {"params": 3_800_000, "macs": 3.0e9, "latency_ms": 25.0}},
+    ]
+
+
+def test_history_json_records_and_columns(tmp_path):
+    records = [{"epoch": 0, "train_loss": 2.0, "valid_mIoU": None}, {"epoch": 1, "train_loss": 1.5, "valid_mIoU": 0.3}]
+    (tmp_path / "history.json").write_text(json.dumps(records))
+    history = load_history(str(tmp_path))
+    assert history["train_loss"] == [(0, 2.0), (1, 1.5)]
+    assert history["valid_mIoU"] == [(1, 0.3)]
+    columns = tmp_path / "cols.json"
+    columns.write_text(json.dumps({"epoch": [3, 4], "train_loss": [1.0, 0.5]}))
+    assert load_history(str(columns))["train_loss"] == [(3, 1.0), (4, 0.5)]
+    assert pick_series({"Valid_MIoU": [(0, 1.0)]}, ("valid_mIoU",)) == [(0, 1.0)]
+
+
+def test_history_from_tensorboard_events_and_absence(tmp_path):
+    writer = SummaryWriter(str(tmp_path / "log" / "run"))
+    for step, (loss, miou) in enumerate([(3.0, 0.1), (2.0, 0.2), (1.25, 0.3)]):
+        writer.add_scalar("train_loss", loss, step)
+        writer.add_scalar("valid_mIoU", miou, step)
+    writer.close()
+    history = load_history(str(tmp_path / "log"))
+    assert [v for _, v in history["train_loss"]] == [3.0, 2.0, 1.25]
+    assert [s for s, _ in history["valid_mIoU"]] == [0, 1, 2]
+    assert history["valid_mIoU"][2][1] == pytest.approx(0.3)
+    assert load_history(str(tmp_path / "missing")) == {}
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "history.json").write_text("{not json")
+    assert load_history(str(tmp_path / "broken")) == {}
+
+
+def test_formatting_and_headline():
+    assert fmt_count(7_620_000) == "7.62 M" and fmt_count(6.3e9) == "6.30 G" and fmt_count(None) == "-"
+    cards = dict((k, (v, d)) for k, v, d in headline(fake_runs(), total_seconds=300))
+    assert cards["mIoU - PIDNet-S"][0] == "60.0%" and cards["mIoU - Compressed"][0] == "55.0%"
+    assert cards["Parameters"][1].startswith("2.00")
+    assert cards["Latency"][1].startswith("1.60")
+    rows = {label: (values, change) for label, values, change in stats_rows(fake_runs())}
+    assert rows["MACs (per image)"] == (["6.00 G", "3.00 G"], "2.00x smaller")
+    assert rows["Mean IoU"][1] == "-5.0 pts"
+
+
+def test_build_report_writes_filled_html_and_markdown(tmp_path):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (24, 48, 3), dtype=np.uint8)
+    curves = {"loss": {"training": [(0, 2.0), (1, 1.0)], "fine-tuning": [(0, 1.2), (1, 0.9)]},
+              "mIoU": {"training": [(0, 0.2), (1, 0.6)], "fine-tuning": []}}
+    samples = [{"name": "val_0", "images": [("Input", image), ("Prediction", image), ("Ground truth", image)]}]
+    html_path = build_report(str(tmp_path / "report"), title="Demo <run>", subtitle="synthetic", runs=fake_runs(),
+                             class_names=NAMES, curves=curves, samples=samples, gallery=samples,
+                             steps=[{"name": "train", "status": "ok", "seconds": 12.0, "log": "logs/train.log"}],
+                             settings=[("epochs", 3)], outputs=[("report", "report/index.html")],
+                             total_seconds=95.0, speed_note="CPU, 2 threads")
+    html = open(html_path, encoding="utf-8").read()
+    md = open(tmp_path / "report" / "report.md", encoding="utf-8").read()
+    assert "Demo &lt;run&gt;" in html  # escaped
+    assert "http://" not in html and "https://" not in html and "<link" not in html  # self-contained
+    assert len(re.findall(r'src="data:image/png;base64,', html)) == 2 + 3 + 3  # 2 plots + 2 grids
+    for text in ("road", "90.0%", "85.0%", "-5.0", "7.60 M", "3.80 M", "40.0 ms", "logs/train.log", "CPU, 2 threads"):
+        assert text in html, text
+    for text in ("| road | 90.0% | 85.0% | -5.0 |", "**60.0%**", "![loss](img/loss.png)", "![mIoU](img/miou.png)",
+                 "img/sample00_input.png", "report/index.html"):
+        assert text in md, text
+    for name in ("loss.png", "miou.png", "sample00_input.png", "custom00_ground_truth.png"):
+        assert os.path.getsize(tmp_path / "report" / "img" / name) > 100
+
+
+def test_build_report_without_history_or_second_run(tmp_path):
+    run = fake_runs()[:1]
+    run[0]["stats"] = {}
+    html_path = build_report(str(tmp_path), title="t", runs=run, class_names=NAMES, curves={})
+    html = open(html_path, encoding="utf-8").read()
+    assert "Training curves" not in html and "Per-class IoU" in html and "&Delta;" not in html
+    assert not os.path.exists(tmp_path / "img" / "loss.png")
+
+
+def test_history_newer_event_file_wins_for_repeated_steps(tmp_path):
+    for run, values in enumerate(([5.0, 4.0, 3.0], [2.0, 1.0])):
+        writer = SummaryWriter(str(tmp_path / f"run{run}"))
+        for step, value in enumerate(values):
+            writer.add_scalar("train_loss", value, step)
+        writer.close()
+        os.utime(next((tmp_path / f"run{run}").iterdir()), (1000 + run, 1000 + run))
+    assert load_history(str(tmp_path))["train_loss"] == [(0, 2.0), (1, 1.0), (2, 3.0)]

@@ -1,0 +1,422 @@
+"""Segment your own images, folders or videos with a trained PIDNet.
+
+The official flags keep working (``--a --c --p --r --t``)::
+
+    python tools/custom.py --a pidnet-s --c True --p pretrained_models/cityscapes/PIDNet_S_Cityscapes_test.pt --r samples/ --t .png
+    python tools/custom.py --arch pidnet-l --input street.jpg --overlay --label-ids
+    python tools/custom.py --a pidnet-s --p output/.../best.pt --r drive.mp4 --overlay   # video -> video
+    python tools/custom.py --netspresso --model output/.../compressed/best_model_model.pt --r samples/
+
+Preprocessing is the official one (BGR -> RGB, /255, ImageNet mean/std); the logits are
+upsampled to the input's size (bilinear, ``align_corners=True``) and argmax-ed; 19 classes use
+the Cityscapes palette, 11 the CamVid one. For each input ``NAME.EXT`` the tool writes
+``<input folder>/outputs/NAME.png`` (``--output`` to choose the folder), plus
+``NAME_overlay.png`` (``--overlay``) and ``NAME_label.png`` (``--label-ids``: the predicted
+class index, i.e. the train ID, per pixel). Videos (``.mp4 .avi .mov .mkv``) become
+``outputs/NAME.<same ext>`` (colour masks, or overlays with ``--overlay``).
+
+Inputs are read with ``cv2.IMREAD_UNCHANGED`` and converted to 8-bit BGR, so grayscale,
+RGBA and 16-bit images work. Files that are not images are skipped with a warning; a file
+with an image extension that cannot be decoded is skipped with a warning too (``--strict``
+makes it an error), and the run fails only when no input at all could be segmented. Every
+output is written atomically (temp file + rename).
+"""
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from models.checkpoint import load_for_eval  # noqa: E402
+from models.pidnet import canonical_name, get_pred_model  # noqa: E402
+from utils.cli import run_main, setup_logging  # noqa: E402
+from utils.device import resolve_device  # noqa: E402
+from utils.errors import CheckpointError, DatasetError, ModelError  # noqa: E402
+from utils.io import atomic_write_bytes  # noqa: E402
+from utils.visualize import colorize, overlay, palette_for  # noqa: E402
+
+logger = logging.getLogger("tools.custom")
+
+MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
+# Container -> codec that the stock OpenCV wheels can write.
+VIDEO_CODECS = {".avi": "MJPG", ".mp4": "mp4v", ".mov": "mp4v", ".mkv": "MJPG"}
+_TRUE = {"true", "t", "yes", "y", "1", "on"}
+_FALSE = {"false", "f", "no", "n", "0", "off"}
+# The official pretrained file names, by (variant, Cityscapes-trained).
+_DEFAULT_CHECKPOINTS = {
+    ("pidnet_s", True): "pretrained_models/cityscapes/PIDNet_S_Cityscapes_test.pt",
+    ("pidnet_m", True): "pretrained_models/cityscapes/PIDNet_M_Cityscapes_test.pt",
+    ("pidnet_l", True): "pretrained_models/cityscapes/PIDNet_L_Cityscapes_test.pt",
+    ("pidnet_s", False): "pretrained_models/camvid/PIDNet_S_Camvid_Test.pt",
+    ("pidnet_m", False): "pretrained_models/camvid/PIDNet_M_Camvid_Test.pt",
+    ("pidnet_l", False): "pretrained_models/camvid/PIDNet_L_Camvid_Test.pt",
+}
+
+
+def str2bool(text):
+    """``True/true/1/yes/y/t/on`` or ``False/false/0/no/n/f/off`` (the official ``type=bool`` took
+    any non-empty string as True, so ``--c False`` silently meant Cityscapes)."""
+    if isinstance(text, bool):
+        return text
+    key = str(text).strip().lower()
+    if key in _TRUE:
+        return True
+    if key in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false (yes/no, 1/0), got '{text}'")
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description="Segment custom images, folders or videos with PIDNet",
+                                     allow_abbrev=False)
+    parser.add_argument("--a", "--arch", dest="arch", default="pidnet-l",
+                        help="pidnet-s, pidnet-m or pidnet-l (default pidnet-l, as the official script)")
+    parser.add_argument("--c", "--cityscapes", dest="cityscapes", type=str2bool, nargs="?", const=True,
+                        default=True, help="Cityscapes-trained (19 classes) or not (CamVid, 11 classes)")
+    parser.add_argument("--p", "--checkpoint", dest="checkpoint", default=None,
+                        help="weights file (default: the official pretrained file for --a/--c "
+                             "under pretrained_models/)")
+    parser.add_argument("--r", "--input", dest="input", default="samples/",
+                        help="an image, a video or a folder of them (default samples/)")
+    parser.add_argument("--t", "--ext", dest="ext", default=None,
+                        help="only this extension in a folder, e.g. .png (default: every image/video type)")
+    parser.add_argument("--o", "--output", dest="output", default=None,
+                        help="output folder (default <input folder>/outputs)")
+    parser.add_argument("--netspresso", action="store_true",
+                        help="run a NetsPresso/compressed whole-module file given by --model")
+    parser.add_argument("--model", default=None, help="with --netspresso: the model file (*_model.pt)")
+    parser.add_argument("--overlay", action="store_true", help="also write NAME_overlay.png (videos: overlay frames)")
+    parser.add_argument("--alpha", type=float, default=0.5, help="mask weight of the overlay (default 0.5)")
+    parser.add_argument("--label-ids", action="store_true",
+                        help="also write NAME_label.png: the predicted class index (train ID) per pixel")
+    parser.add_argument("--strict", action="store_true", help="fail on an unreadable image instead of skipping it")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (same-size images)")
+    parser.add_argument("--backend", default="eager",
+                        help="inference backend of models/deploy.py: eager, fused, onnxruntime, compile, auto")
+    return parser
+
+
+# --------------------------------------------------------------------------- inputs
+
+def kind_of(path):
+    ext = os.path.splitext(path)[1].lower()
+    if ext in IMAGE_EXTS:
+        return "image"
+    if ext in VIDEO_CODECS:
+        return "video"
+    return None
+
+
+def collect_inputs(path, ext=None):
+    """``[(file, 'image'|'video'), ...]`` for a file or the top level of a folder, sorted.
+
+    Raises:
+        DatasetError: the path does not exist, or the folder holds no usable input.
+    """
+    if os.path.isfile(path):
+        kind = kind_of(path)
+        if kind is None:
+            raise DatasetError(f"{path} is not a supported image or video "
+                               f"({', '.join(IMAGE_EXTS + tuple(VIDEO_CODECS))})")
+        return [(path, kind)]
+    if not os.path.isdir(path):
+        raise DatasetError(f"input not found: {path}. Pass an image, a video or a folder with --r/--input")
+    wanted = None
+    if ext:
+        wanted = ext.lower() if ext.startswith(".") else "." + ext.lower()
+    inputs = []
+    for name in sorted(os.listdir(path)):
+        full = os.path.join(path, name)
+        if not os.path.isfile(full) or name.startswith("."):
+            continue
+        if wanted and os.path.splitext(name)[1].lower() != wanted:
+            continue
+        kind = kind_of(name)
+        if kind is None:
+            logger.warning("skipping %s: not an image or video file", full)
+            continue
+        inputs.append((full, kind))
+    if not inputs:
+        what = f"'{wanted}' files" if wanted else "images or videos"
+        raise DatasetError(f"no {what} found in {path}: put inputs there or point --r/--input elsewhere")
+    return inputs
+
+
+def to_bgr8(image):
+    """Any decoded image (gray, gray+alpha, BGR, BGRA; 8/16-bit or float) -> ``HxWx3`` uint8 BGR."""
+    if image.dtype == np.uint16:
+        image = np.rint(image.astype(np.float32) / 257.0).astype(np.uint8)
+    elif image.dtype.kind == "f":
+        scale = 255.0 if float(np.nanmax(image)) <= 1.0 else 1.0
+        image = np.clip(np.rint(np.nan_to_num(image.astype(np.float32) * scale)), 0, 255).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    channels = image.shape[2]
+    if channels == 1:
+        return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2BGR)
+    if channels == 2:  # gray + alpha
+        return cv2.cvtColor(np.ascontiguousarray(image[:, :, 0]), cv2.COLOR_GRAY2BGR)
+    if channels == 4:  # alpha dropped, as cv2.IMREAD_COLOR does
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return np.ascontiguousarray(image[:, :, :3])
+
+
+def read_image(path):
+    """Decode ``path`` to uint8 BGR, or ``None`` when it is not a decodable image."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)  # also works for non-ASCII paths
+    except OSError:
+        return None
+    if data.size == 0:
+        return None
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        return None
+    return to_bgr8(image)
+
+
+def input_transform(bgr):
+    """The official preprocessing: BGR -> RGB, /255, ImageNet mean/std; returns ``3xHxW`` float32."""
+    image = bgr.astype(np.float32)[:, :, ::-1] / 255.0
+    image = (image - MEAN) / STD
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+# --------------------------------------------------------------------------- model
+
+def build_model(args):
+    """The network and a short description, from ``--netspresso --model`` or ``--a/--c/--p``."""
+    if args.netspresso:
+        if not args.model:
+            raise ModelError("--netspresso needs --model FILE (a *_model.pt written by tools/compress.py "
+                             "or tools/export_netspresso.py)")
+        try:
+            from models.netspresso import load_netspresso
+        except ImportError as exc:
+            raise ModelError(f"--netspresso needs models/netspresso.py, which cannot be imported ({exc})") from None
+        return load_netspresso(args.model), f"NetsPresso model {args.model}"
+    if args.model:
+        raise ModelError("--model is only used with --netspresso; for a weights file use --p/--checkpoint")
+    arch = canonical_name(args.arch)
+    num_classes = 19 if args.cityscapes else 11
+    checkpoint = args.checkpoint or _DEFAULT_CHECKPOINTS[(arch, bool(args.cityscapes))]
+    if not os.path.isfile(checkpoint):
+        raise CheckpointError(f"checkpoint not found: {checkpoint}. Pass --p/--checkpoint FILE "
+                              "(official pretrained weights go under pretrained_models/)")
+    model = get_pred_model(arch, num_classes)
+    load_for_eval(model, checkpoint)
+    return model, f"{arch} ({num_classes} classes) from {checkpoint}"
+
+
+class Segmenter:
+    """images (NCHW, normalised) -> label maps at the input size, through the chosen backend."""
+
+    def __init__(self, model, device, backend="eager"):
+        self.model = model.to(device).eval()
+        self.device = device
+        self.backend = backend
+        self._run = None
+        self.num_classes = None
+
+    def _prepare(self, example):
+        if self.backend == "eager":
+            from models.deploy import select_output
+
+            def run(images):
+                with torch.inference_mode():
+                    return select_output(self.model(images))
+            return run
+        try:
+            from models.deploy import prepare_inference
+        except ImportError as exc:
+            raise ModelError(f"--backend {self.backend} needs models/deploy.py ({exc}); use --backend eager") from None
+        return prepare_inference(self.model, backend=self.backend, device=self.device, example_input=example)
+
+    def __call__(self, batch):
+        batch = batch.to(self.device)
+        if self._run is None:
+            self._run = self._prepare(batch)
+        with torch.inference_mode():
+            logits = self._run(batch)
+            logits = F.interpolate(logits.float(), size=batch.shape[-2:], mode="bilinear", align_corners=True)
+            self.num_classes = logits.shape[1]
+            return logits.argmax(dim=1).to(torch.uint8 if logits.shape[1] <= 256 else torch.int32).cpu().numpy()
+
+
+# --------------------------------------------------------------------------- outputs
+
+def write_png(array_rgb_or_gray, path):
+    """Encode a PNG (RGB arrays are converted to OpenCV's BGR) and write it atomically."""
+    array = array_rgb_or_gray
+    if array.ndim == 3:
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".png", array)
+    if not ok:
+        raise DatasetError(f"could not encode {path} as PNG")
+    atomic_write_bytes(encoded.tobytes(), path)
+
+
+def output_stems(inputs):
+    """Output base names: the input's stem, or its full name when two inputs share a stem."""
+    stems = [os.path.splitext(os.path.basename(p))[0] for p, _ in inputs]
+    return [s if stems.count(s) == 1 else os.path.basename(p).replace(".", "_")
+            for s, (p, _) in zip(stems, inputs)]
+
+
+def save_image_outputs(bgr, label, stem, out_dir, palette, args):
+    rgb_mask = colorize(label, palette)
+    write_png(rgb_mask, os.path.join(out_dir, stem + ".png"))
+    if args.overlay:
+        write_png(overlay(bgr[:, :, ::-1], rgb_mask, args.alpha), os.path.join(out_dir, stem + "_overlay.png"))
+    if args.label_ids:
+        write_png(label.astype(np.uint8 if label.max(initial=0) < 256 else np.uint16),
+                  os.path.join(out_dir, stem + "_label.png"))
+
+
+def segment_images(segmenter, items, out_dir, args, progress):
+    """Segment ``[(path, stem), ...]``; batches consecutive same-size images. Returns (done, skipped)."""
+    done, skipped, batch = 0, [], []
+
+    def flush():
+        nonlocal done
+        if not batch:
+            return
+        labels = segmenter(torch.stack([input_transform(bgr) for bgr, _ in batch]))
+        palette = palette_for(segmenter.num_classes)
+        for (bgr, stem), label in zip(batch, labels):
+            save_image_outputs(bgr, label, stem, out_dir, palette, args)
+            done += 1
+        progress.update(len(batch))
+        batch.clear()
+
+    for path, stem in items:
+        bgr = read_image(path)
+        if bgr is None:
+            if args.strict:
+                raise DatasetError(f"cannot decode image {path}: the file is corrupt or not an image "
+                                   "(remove it, or drop --strict to skip such files)")
+            logger.warning("skipping %s: cannot decode it as an image (corrupt or not an image)", path)
+            skipped.append(path)
+            progress.update(1)
+            continue
+        if batch and (batch[0][0].shape != bgr.shape or len(batch) >= args.batch_size):
+            flush()
+        batch.append((bgr, stem))
+    flush()
+    return done, skipped
+
+
+def segment_video(segmenter, path, stem, out_dir, args):
+    """Segment a video frame by frame into ``out_dir/stem<ext>``. Returns the number of frames."""
+    ext = os.path.splitext(path)[1].lower()
+    capture = cv2.VideoCapture(path)
+    if not capture.isOpened():
+        capture.release()
+        return 0
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    if not 0 < fps < 1000:
+        fps = 25.0
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    final = os.path.join(out_dir, stem + ext)
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=ext, dir=out_dir)
+    os.close(fd)
+    writer, frames = None, 0
+    try:
+        with tqdm(total=total, desc=os.path.basename(path), unit="frame", leave=False) as bar:
+            while True:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                frame = to_bgr8(frame)
+                label = segmenter(input_transform(frame)[None])[0]
+                rgb = colorize(label, palette_for(segmenter.num_classes))
+                if args.overlay:
+                    rgb = overlay(frame[:, :, ::-1], rgb, args.alpha)
+                if writer is None:
+                    height, width = frame.shape[:2]
+                    writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*VIDEO_CODECS[ext]), fps, (width, height))
+                    if not writer.isOpened():
+                        raise DatasetError(f"cannot write video {final} with codec {VIDEO_CODECS[ext]}: "
+                                           "this OpenCV build lacks it; convert the input to .avi")
+                writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+                frames += 1
+                bar.update(1)
+        if writer is not None:
+            writer.release()
+            writer = None
+            os.replace(tmp, final)
+    finally:
+        capture.release()
+        if writer is not None:
+            writer.release()
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return frames
+
+
+def default_output_dir(input_path):
+    folder = input_path if os.path.isdir(input_path) else os.path.dirname(os.path.abspath(input_path))
+    return os.path.join(folder, "outputs")
+
+
+def main(args):
+    if args.batch_size < 1:
+        raise DatasetError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if not 0.0 <= args.alpha <= 1.0:
+        raise DatasetError(f"--alpha must be between 0 and 1, got {args.alpha}")
+    inputs = collect_inputs(args.input, args.ext)
+    device = resolve_device(args.device)
+    model, description = build_model(args)
+    segmenter = Segmenter(model, device, args.backend)
+    out_dir = args.output or default_output_dir(args.input)
+    os.makedirs(out_dir, exist_ok=True)
+    logger.info("segmenting %d input(s) from %s with %s on %s -> %s",
+                len(inputs), args.input, description, device, out_dir)
+
+    stems = output_stems(inputs)
+    images = [(p, s) for (p, k), s in zip(inputs, stems) if k == "image"]
+    videos = [(p, s) for (p, k), s in zip(inputs, stems) if k == "video"]
+    start = time.perf_counter()
+    done, skipped, frames = 0, [], 0
+    if images:
+        with tqdm(total=len(images), desc="images", unit="img") as progress:
+            done, skipped = segment_images(segmenter, images, out_dir, args, progress)
+    for path, stem in videos:
+        count = segment_video(segmenter, path, stem, out_dir, args)
+        if count == 0:
+            if args.strict:
+                raise DatasetError(f"cannot read video {path}: corrupt, empty or an unsupported codec")
+            logger.warning("skipping %s: cannot read any frame (corrupt, empty or unsupported codec)", path)
+            skipped.append(path)
+        frames += count
+    elapsed = max(time.perf_counter() - start, 1e-9)
+    if done + frames == 0:
+        raise DatasetError(f"none of the {len(inputs)} input(s) in {args.input} could be read: "
+                           "they are corrupt or not images/videos")
+    summary = f"segmented {done} image(s)"
+    if videos:
+        summary += f" and {frames} video frame(s)"
+    summary += f" in {elapsed:.2f} s ({(done + frames) / elapsed:.2f} images/s); outputs in {out_dir}"
+    if skipped:
+        summary += f"; skipped {len(skipped)} unreadable file(s)"
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    setup_logging()
+    sys.exit(run_main(main, get_args_parser().parse_args()))
