@@ -1,0 +1,588 @@
+"""One inference path for evaluation, custom images, the speed tool and benchmarks.
+
+``prepare_inference(model, backend, device, example_input)`` returns a callable
+``f(images NCHW float tensor on device) -> main logits`` for any of:
+
+* a :class:`models.pidnet.PIDNet` with ``augment=False`` (returns the main logits) or
+  ``augment=True`` (returns ``[p, main, boundary]``; ``output_index`` picks the main one);
+* any ``nn.Module`` / ``torch.fx.GraphModule`` (pruned or decomposed NetsPresso models).
+
+Backends (``BACKENDS``):
+
+``eager``        the model as it is, in eval mode under ``torch.inference_mode`` (reference).
+``fused``        a copy of the *same* model with every conv -> BatchNorm pair folded into the
+                 conv (found on the torch.fx graph; BNs that precede ReLU+conv, as in the
+                 segment heads, PAPPM/DAPPM and Bag, stay), ``channels_last``, inference mode;
+                 on CUDA optional fp16/bf16 autocast, cudnn.benchmark and CUDA graphs.
+``onnxruntime``  the fused model exported to ONNX (dynamic batch/H/W) and run by an ORT session
+                 with all graph optimisations and the intra-op thread count set.
+``compile``      ``torch.compile`` of the fused model (compiled on the example input, so a
+                 platform that cannot compile fails here with a clear error, or falls back).
+``auto``         times the available candidates on ``example_input`` and keeps the fastest
+                 (see :func:`auto_candidates` for the rule).
+
+All backends give the eager logits to < 1e-3 (fp32); see ``tests/models/test_deploy.py``.
+The logits are returned as float32 in ``channels_last`` memory format (same values and shape),
+which makes the evaluation's full-resolution upsampling + argmax about 3x faster on CPU.
+"""
+import contextlib
+import copy
+import logging
+import os
+import tempfile
+import time
+import warnings
+
+import torch
+import torch.fx
+import torch.nn as nn
+
+from utils.errors import DeviceError, ModelError
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("eager", "fused", "onnxruntime", "compile", "auto")
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+# --------------------------------------------------------------------------- outputs
+
+def select_output(outputs, output_index=1):
+    """The main logits of a model output: a tensor as is, a list/tuple indexed by ``output_index``."""
+    if isinstance(outputs, (list, tuple)):
+        if not -len(outputs) <= output_index < len(outputs):
+            raise ModelError(f"output_index {output_index} is out of range: the model returns "
+                             f"{len(outputs)} outputs; use 1 for PIDNet's main logits")
+        return outputs[output_index]
+    return outputs
+
+
+class MainOutput(nn.Module):
+    """Wrap a model so that it returns only the main logits (for export and compilation)."""
+
+    def __init__(self, model, output_index=1):
+        super().__init__()
+        self.model = model
+        self.output_index = output_index
+
+    def forward(self, x):
+        return select_output(self.model(x), self.output_index)
+
+
+# --------------------------------------------------------------------------- BN folding
+
+def _fold_into_conv(conv, bn):
+    """Fold an eval-mode BatchNorm into the preceding conv's weight and bias, in place."""
+    with torch.no_grad():
+        std = torch.sqrt(bn.running_var.double() + bn.eps)
+        gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(std)
+        beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(std)
+        scale = gamma / std
+        weight = conv.weight.double() * scale.reshape(-1, *([1] * (conv.weight.dim() - 1)))
+        bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(std)
+        bias = (bias - bn.running_mean.double()) * scale + beta
+        conv.weight.copy_(weight.to(conv.weight.dtype))
+        if conv.bias is None:
+            conv.bias = nn.Parameter(bias.to(conv.weight.dtype))
+        else:
+            conv.bias.copy_(bias.to(conv.bias.dtype))
+
+
+def _foldable(conv, bn):
+    lazy = torch.nn.modules.lazy.LazyModuleMixin
+    return (isinstance(conv, nn.Conv2d) and not isinstance(conv, lazy)
+            and isinstance(bn, nn.modules.batchnorm._BatchNorm) and not isinstance(bn, lazy)
+            and bn.track_running_stats and bn.running_mean is not None
+            and bn.num_features == conv.out_channels)
+
+
+def _graph_pairs(model, graph):
+    """(conv_name, bn_name) where the BN consumes the conv output and nothing else does.
+
+    A conv or BN module that is called more than once in the graph is left alone: folding
+    it would change its other uses.
+    """
+    modules = dict(model.named_modules())
+    calls = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    pairs = []
+    for node in graph.nodes:
+        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.Conv2d):
+            continue
+        users = list(node.users)
+        if len(users) != 1 or users[0].op != "call_module" or users[0].args[:1] != (node,):
+            continue
+        bn_name = users[0].target
+        if calls[node.target] == 1 and calls[bn_name] == 1 and _foldable(modules[node.target], modules.get(bn_name)):
+            pairs.append((node.target, bn_name))
+    return pairs
+
+
+def _sequential_pairs(model):
+    """Module-structure fallback for models fx cannot trace: Conv2d directly followed by a BN
+    inside an ``nn.Sequential`` (the order of a Sequential is its forward order)."""
+    pairs = []
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        children = list(module.named_children())
+        for (conv_name, conv), (bn_name, bn) in zip(children, children[1:]):
+            if _foldable(conv, bn):
+                prefix = f"{name}." if name else ""
+                pairs.append((prefix + conv_name, prefix + bn_name))
+    return pairs
+
+
+def find_conv_bn_pairs(model):
+    """Names of the conv -> BatchNorm pairs that can be folded, in graph order."""
+    if isinstance(model, torch.fx.GraphModule):
+        return _graph_pairs(model, model.graph)
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception as exc:  # fx raises many types for untraceable Python control flow
+        logger.warning("torch.fx cannot trace %s (%s: %s); folding only conv->BN pairs inside "
+                       "nn.Sequential containers", type(model).__name__, type(exc).__name__,
+                       str(exc).splitlines()[0] if str(exc) else "")
+        return _sequential_pairs(model)
+    return _graph_pairs(model, graph)
+
+
+def fold_batchnorm(model, inplace=False):
+    """Fold every conv -> BatchNorm pair of ``model`` (eval semantics) and return the model.
+
+    The result is the same class (a PIDNet stays a PIDNet, a GraphModule a GraphModule): each
+    folded BN becomes ``nn.Identity`` (and is removed from a GraphModule's graph). BNs that
+    are not directly preceded by a conv (pre-activation BN-ReLU-conv in the heads, PAPPM,
+    DAPPM and Bag) cannot be folded forwards and are kept.
+    """
+    if not inplace:
+        model = copy.deepcopy(model)
+    model.eval()
+    pairs = find_conv_bn_pairs(model)
+    for conv_name, bn_name in pairs:
+        _fold_into_conv(model.get_submodule(conv_name), model.get_submodule(bn_name))
+        model.set_submodule(bn_name, nn.Identity())
+    if isinstance(model, torch.fx.GraphModule) and pairs:
+        folded = {bn for _, bn in pairs}
+        for node in list(model.graph.nodes):
+            if node.op == "call_module" and node.target in folded:
+                node.replace_all_uses_with(node.args[0])
+                model.graph.erase_node(node)
+        model.graph.lint()
+        model.recompile()
+    logger.info("folded %d conv->BatchNorm pairs of %s", len(pairs), type(model).__name__)
+    return model
+
+
+def count_batchnorms(model):
+    return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+# --------------------------------------------------------------------------- runners
+
+class InferenceRunner:
+    """Callable ``images -> main logits`` produced by :func:`prepare_inference`.
+
+    Attributes: ``backend`` (the one actually used, also after ``auto``), ``device``,
+    ``module`` (the torch module it runs, or None for ORT), ``details`` (a short description).
+    The logits come back as float32 in ``channels_last`` memory format (use ``.reshape``, not
+    ``.view``, to flatten them).
+    """
+
+    def __init__(self, backend, device, fn, module=None, details=""):
+        self.backend = backend
+        self.device = device
+        self.module = module
+        self.details = details
+        self._fn = fn
+
+    def __call__(self, images):
+        out = self._fn(images)
+        # Same values and shape; NHWC strides make the usual next steps (bilinear upsampling to
+        # the label size, argmax over classes) about 3x faster on CPU than NCHW.
+        return out.contiguous(memory_format=torch.channels_last) if out.dim() == 4 else out
+
+    def __repr__(self):
+        return f"InferenceRunner(backend={self.backend!r}, device={str(self.device)!r}, {self.details})"
+
+
+def _autocast(device, precision):
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _eager_runner(model, device, output_index, precision):
+    model = model.to(device).eval()
+
+    def run(images):
+        with torch.inference_mode(), _autocast(device, precision):
+            out = select_output(model(images), output_index)
+        return out.float() if out.dtype != torch.float32 else out
+
+    return InferenceRunner("eager", device, run, model, f"precision={precision}")
+
+
+class _CudaGraphRunner:
+    """Replays a captured CUDA graph; recaptures when the input shape changes."""
+
+    def __init__(self, module, device, output_index, precision):
+        self.module, self.device = module, device
+        self.output_index, self.precision = output_index, precision
+        self.graph = self.static_in = self.static_out = None
+        self.shape = None
+
+    def _capture(self, images):
+        self.static_in = images.clone()
+        stream = torch.cuda.Stream(device=self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream), torch.inference_mode(), _autocast(self.device, self.precision):
+            for _ in range(3):  # warm-up on a side stream, as CUDA graph capture requires
+                self.module(self.static_in)
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph), torch.inference_mode(), _autocast(self.device, self.precision):
+            self.static_out = select_output(self.module(self.static_in), self.output_index)
+        self.shape = tuple(images.shape)
+
+    def __call__(self, images):
+        if self.graph is None or tuple(images.shape) != self.shape:
+            self._capture(images)
+        self.static_in.copy_(images)
+        self.graph.replay()
+        out = self.static_out  # overwritten by the next replay: hand out a copy
+        return out.clone() if out.dtype == torch.float32 else out.float()
+
+
+def _fused_module(model, device, channels_last):
+    module = fold_batchnorm(model).to(device)
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    return module
+
+
+def _fused_runner(model, device, output_index, precision, channels_last, cuda_graphs):
+    if cuda_graphs and device.type != "cuda":
+        raise DeviceError("cuda_graphs=True needs a CUDA device: drop the option or use --device cuda")
+    module = _fused_module(model, device, channels_last)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
+    if cuda_graphs:
+        graph_runner = _CudaGraphRunner(module, device, output_index, precision)
+
+        def run(images):
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            return graph_runner(images)
+    else:
+        def run(images):
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode(), _autocast(device, precision):
+                out = select_output(module(images), output_index)
+            return out.float()
+
+    details = f"precision={precision}, channels_last={channels_last}, cuda_graphs={cuda_graphs}"
+    return InferenceRunner("fused", device, run, module, details)
+
+
+# --------------------------------------------------------------------------- ONNX / onnxruntime
+
+def _as_example(example_input, device):
+    """A random NCHW tensor from a tensor, an ``(H, W)`` size or an ``(N, C, H, W)`` size."""
+    if torch.is_tensor(example_input):
+        return example_input.to(device)
+    size = tuple(int(s) for s in example_input)
+    if len(size) == 2:
+        size = (1, 3) + size
+    if len(size) != 4 or min(size) <= 0:
+        raise ModelError(f"example input size {example_input} is not (H, W) or (N, C, H, W) with positive values")
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(size, generator=generator).to(device)
+
+
+def export_onnx(model, path, example_input, output_index=1, dynamic=True, opset=17):
+    """Export ``model``'s main logits to ONNX at ``path`` (atomic: temp file + rename).
+
+    With ``dynamic`` the batch, height and width axes are symbolic, so one file serves every
+    input size. The TorchScript-based exporter is used because it is an order of magnitude
+    faster to run than the dynamo exporter on PIDNet; the dynamo exporter is the fallback.
+    """
+    wrapper = MainOutput(model, output_index).eval().cpu()
+    example = example_input.detach().cpu().contiguous()
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"  # same folder, so the final os.replace is atomic
+    axes = {"images": {0: "batch", 2: "height", 3: "width"},
+            "logits": {0: "batch", 2: "out_height", 3: "out_width"}} if dynamic else None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                torch.onnx.export(wrapper, (example,), tmp, dynamo=False, input_names=["images"],
+                                  output_names=["logits"], dynamic_axes=axes, opset_version=opset,
+                                  do_constant_folding=True)
+            except (TypeError, RuntimeError, AttributeError, NotImplementedError) as exc:
+                logger.info("TorchScript ONNX export failed (%s); trying the dynamo exporter", exc)
+                shapes = None
+                if dynamic:
+                    dim = torch.export.Dim.AUTO
+                    shapes = ({0: dim, 2: dim, 3: dim},)
+                torch.onnx.export(wrapper, (example,), tmp, dynamo=True, input_names=["images"],
+                                  output_names=["logits"], dynamic_shapes=shapes, external_data=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def onnxruntime_available():
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def ort_providers(device):
+    """ORT execution providers for ``device`` (CUDA provider first when it exists)."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device.type == "cuda":
+        if "CUDAExecutionProvider" not in available:
+            raise DeviceError("the onnxruntime backend on CUDA needs onnxruntime-gpu "
+                              "(CUDAExecutionProvider is not available): pip install onnxruntime-gpu, "
+                              "or use --backend fused")
+        return [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def create_ort_session(onnx_path, device, threads=None):
+    """An ORT session with every graph optimisation and ``threads`` intra-op threads.
+
+    ``threads`` defaults to ``torch.get_num_threads()`` (the physical cores unless the user set
+    it), so that ORT and torch timings use the same cores. Operators run sequentially: PIDNet's
+    branches are too small for inter-op parallelism to pay on CPU.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = int(threads or torch.get_num_threads())
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(os.fspath(onnx_path), options, providers=ort_providers(device))
+
+
+class _OrtCudaRunner:
+    """Feeds CUDA tensors to ORT through IO binding (no host round trip)."""
+
+    def __init__(self, session, device):
+        self.session, self.device = session, device
+        self.out_shapes = {}
+
+    def __call__(self, images):
+        import numpy as np
+
+        images = images.contiguous().float()
+        binding = self.session.io_binding()
+        index = self.device.index or 0
+        binding.bind_input("images", "cuda", index, np.float32, tuple(images.shape), images.data_ptr())
+        key = tuple(images.shape)
+        if key not in self.out_shapes:
+            binding.bind_output("logits", "cuda", index)
+            torch.cuda.current_stream(self.device).synchronize()
+            self.session.run_with_iobinding(binding)
+            self.out_shapes[key] = tuple(binding.get_outputs()[0].shape())
+            binding = self.session.io_binding()
+            binding.bind_input("images", "cuda", index, np.float32, key, images.data_ptr())
+        out = torch.empty(self.out_shapes[key], dtype=torch.float32, device=self.device)
+        binding.bind_output("logits", "cuda", index, np.float32, tuple(out.shape), out.data_ptr())
+        torch.cuda.current_stream(self.device).synchronize()
+        self.session.run_with_iobinding(binding)
+        return out
+
+
+def _onnxruntime_runner(model, device, output_index, precision, example, threads, onnx_path=None):
+    if not onnxruntime_available():
+        raise ModelError("backend 'onnxruntime' needs the onnxruntime package: "
+                         "pip install onnxruntime (or onnxruntime-gpu), or choose another backend")
+    if precision != "fp32":
+        raise ModelError(f"backend 'onnxruntime' runs fp32 only (got precision {precision}): "
+                         "use --backend fused for fp16/bf16")
+    providers = ort_providers(device)
+    folded = fold_batchnorm(model).cpu()
+    owned_dir = None
+    if onnx_path is None:
+        owned_dir = tempfile.TemporaryDirectory(prefix="pidnet_onnx_")
+        onnx_path = os.path.join(owned_dir.name, "model.onnx")
+    export_onnx(folded, onnx_path, example, output_index)
+    session = create_ort_session(onnx_path, device, threads)
+
+    if device.type == "cuda":
+        cuda_runner = _OrtCudaRunner(session, device)
+
+        def run(images):
+            return cuda_runner(images)
+    else:
+        def run(images):
+            array = images.detach().float().contiguous().numpy()
+            return torch.from_numpy(session.run(["logits"], {"images": array})[0])
+
+    runner = InferenceRunner("onnxruntime", device, run, None,
+                             f"providers={[p if isinstance(p, str) else p[0] for p in providers]}, "
+                             f"threads={int(threads or torch.get_num_threads())}")
+    runner.session = session
+    runner._tmpdir = owned_dir  # keeps the exported file alive as long as the runner
+    return runner
+
+
+# --------------------------------------------------------------------------- torch.compile
+
+def _compile_runner(model, device, output_index, precision, channels_last, example, fallback, mode):
+    module = MainOutput(_fused_module(model, device, channels_last), output_index).eval()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    # Without a mode, inductor "freezing": weights become constants, so convolutions get
+    # prepacked (oneDNN on CPU) and constant-folded; this is what makes compile pay on CPU.
+    kwargs = dict(mode=mode) if mode else dict(options={"freezing": True})
+    try:
+        compiled = torch.compile(module, **kwargs)
+    except Exception as exc:  # torch.compile raises platform-specific errors (no compiler, Windows...)
+        return _compile_failed(exc, model, device, output_index, precision, channels_last, fallback)
+
+    def run(images):
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), _autocast(device, precision):
+            out = compiled(images)
+        return out.float()
+
+    try:
+        run(example)  # compilation happens on the first call: fail here, not inside a timing loop
+    except Exception as exc:  # inductor/dynamo failures have many types
+        return _compile_failed(exc, model, device, output_index, precision, channels_last, fallback)
+    return InferenceRunner("compile", device, run, compiled,
+                           f"{kwargs}, precision={precision}, channels_last={channels_last}")
+
+
+def _compile_failed(exc, model, device, output_index, precision, channels_last, fallback):
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if not fallback:
+        raise ModelError(f"torch.compile failed on this platform ({type(exc).__name__}: {first[:200]}): "
+                         "install a C++ compiler / Triton, or use --backend fused") from None
+    logger.warning("torch.compile failed (%s: %s); falling back to the fused backend",
+                   type(exc).__name__, first[:200])
+    return _fused_runner(model, device, output_index, precision, channels_last, cuda_graphs=False)
+
+
+# --------------------------------------------------------------------------- auto
+
+def auto_candidates(device):
+    """The backends ``auto`` times, in order: fused, then onnxruntime when it can run on ``device``.
+
+    ``compile`` is not probed: compiling PIDNet takes minutes on CPU, which costs more than it
+    saves for one evaluation; ask for it explicitly.
+    """
+    candidates = ["fused"]
+    if onnxruntime_available():
+        import onnxruntime as ort
+
+        if device.type == "cpu" or "CUDAExecutionProvider" in ort.get_available_providers():
+            candidates.append("onnxruntime")
+    return candidates
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_runner(runner, images, iters=3, warmup=1):
+    """Median seconds per call of ``runner(images)`` (synchronised on CUDA)."""
+    for _ in range(warmup):
+        runner(images)
+    _sync(images.device)
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        runner(images)
+        _sync(images.device)
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return times[len(times) // 2]
+
+
+# --------------------------------------------------------------------------- entry point
+
+def prepare_inference(model, backend="eager", device=None, example_input=(512, 1024), *, output_index=1,
+                      precision="fp32", channels_last=True, cuda_graphs=False, threads=None,
+                      compile_mode=None, fallback=False, onnx_path=None, probe_iters=3):
+    """Turn ``model`` into a callable ``f(images) -> main logits`` with the chosen backend.
+
+    Args:
+        model: PIDNet (``augment`` either way), any nn.Module or torch.fx GraphModule. It is put
+            in eval mode; ``eager`` runs it as is (moved to ``device``), while ``fused``,
+            ``onnxruntime`` and ``compile`` work on a BN-folded copy.
+        backend: one of ``BACKENDS``. ``auto`` times the candidates of :func:`auto_candidates`
+            on ``example_input`` and keeps the fastest.
+        device: ``torch.device`` or a name (``'cpu'``, ``'cuda'``, ``'auto'``/None).
+        example_input: a tensor, ``(H, W)`` or ``(N, C, H, W)``: the size used for the ONNX
+            export, the compile warm-up and the ``auto`` probe.
+        output_index: which element of a list/tuple output is the main logits (PIDNet: 1).
+        precision: ``fp32``, ``fp16`` or ``bf16`` (autocast; eager/fused/compile only).
+        channels_last: NHWC memory format for fused/compile.
+        cuda_graphs: capture the fused model in a CUDA graph (CUDA only).
+        threads: ORT intra-op threads (default ``torch.get_num_threads()``).
+        compile_mode: ``torch.compile`` mode (None = default).
+        fallback: when ``compile`` fails, warn and use ``fused`` instead of raising.
+        onnx_path: keep the exported ONNX file here (default: a temporary file).
+
+    Returns:
+        :class:`InferenceRunner`; ``runner.backend`` names the backend actually used.
+
+    Raises:
+        ModelError: unknown or unavailable backend, or a backend that fails on this platform.
+        DeviceError: a device or option this machine does not have.
+    """
+    from utils.device import resolve_device
+
+    if backend not in BACKENDS:
+        raise ModelError(f"unknown inference backend '{backend}': use one of {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise ModelError(f"unknown precision '{precision}': use one of {', '.join(PRECISIONS)}")
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"prepare_inference needs an nn.Module, got {type(model).__name__}")
+    model.eval()
+    if backend == "eager":
+        return _eager_runner(model, device, output_index, precision)
+    if backend == "fused":
+        return _fused_runner(model, device, output_index, precision, channels_last, cuda_graphs)
+    example = _as_example(example_input, device)
+    if backend == "onnxruntime":
+        return _onnxruntime_runner(model, device, output_index, precision, example, threads, onnx_path)
+    if backend == "compile":
+        return _compile_runner(model, device, output_index, precision, channels_last, example,
+                               fallback, compile_mode)
+
+    candidates = auto_candidates(device)
+    if precision != "fp32":
+        candidates = [c for c in candidates if c != "onnxruntime"]
+    best, best_time = None, float("inf")
+    for name in candidates:
+        runner = prepare_inference(model, name, device, example, output_index=output_index,
+                                   precision=precision, channels_last=channels_last,
+                                   cuda_graphs=cuda_graphs, threads=threads, onnx_path=onnx_path)
+        seconds = time_runner(runner, example, iters=probe_iters)
+        logger.info("auto: %s %.1f ms at %s", name, seconds * 1e3, tuple(example.shape))
+        if seconds < best_time:
+            best, best_time = runner, seconds
+    logger.info("auto: using backend %s", best.backend)
+    return best

@@ -1,0 +1,67 @@
+"""The benchmark scripts run end to end (one iteration, tiny sizes); their figures are not checked."""
+import importlib.util
+import os
+import re
+
+import pytest
+import torch
+import torch.fx
+
+from models.pidnet import PIDNet
+
+
+def _load(repo_root, name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(repo_root, "benchmarks", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _main(module, argv):
+    return module.main(module.get_args_parser().parse_args(argv))
+
+
+def test_bench_inference_smoke(repo_root, tmp_path, capsys):
+    bench = _load(repo_root, "bench_inference")
+    compressed = tmp_path / "compressed.pt"
+    net = bench.condition(PIDNet(m=2, n=3, num_classes=19, planes=8, ppm_planes=16, head_planes=16, augment=True))
+    torch.save(torch.fx.symbolic_trace(net), compressed)
+    table = tmp_path / "table.md"
+    assert _main(bench, ["--size", "64", "96", "--runs", "1", "--warmup", "0", "--threads", "1",
+                         "--backends", "eager", "fused", "onnxruntime", "--compressed", str(compressed),
+                         "--output", str(table)]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| PIDNet-S") or line.startswith("| compressed")]
+    assert len(rows) == 6
+    assert rows[0].startswith("| PIDNet-S | eager | 1x3x64x96 |") and "| 1.00x | 1.00x |" in rows[0]
+    for row in rows:
+        diff = float(re.search(r"\| ([\d.e+-]+) \([\d.e+-]+\) \|", row).group(1))
+        assert diff < 1e-3, row  # conditioned random weights: every backend equals eager
+    assert table.read_text().count("\n| ") == 7  # header + 6 rows
+
+
+def test_bench_inference_bad_input(repo_root, capsys):
+    from utils.cli import run_main
+
+    bench = _load(repo_root, "bench_inference")
+    assert run_main(bench.main, bench.get_args_parser().parse_args(["--runs", "0"])) == 2
+    assert capsys.readouterr().err.startswith("error: --runs")
+
+
+@pytest.mark.slow
+def test_bench_train_smoke(repo_root, capsys):
+    bench = _load(repo_root, "bench_train")
+    assert _main(bench, ["--iters", "1", "--warmup", "0", "--batch", "2", "--crop", "64", "64",
+                         "--image-size", "128", "64", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"images/s: [\d.]+ \| step: \d+ ms \| data loading: [\d.]+% .* peak memory: \d+ MB", out)
+
+
+@pytest.mark.slow
+def test_bench_eval_smoke(repo_root, capsys):
+    bench = _load(repo_root, "bench_eval")
+    assert _main(bench, ["--image-size", "128", "64", "--images", "2", "--backend", "eager", "--workers", "0",
+                         "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "backend eager" in out
+    assert re.search(r"pipeline: [\d.]+ images/s \| model only: [\d.]+ images/s \| ratio: [\d.]+x", out)
