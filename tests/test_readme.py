@@ -104,7 +104,7 @@ def test_readme_command_is_valid(script, args):
         if token.startswith("--") and token != "--":
             flag = token.split("=", 1)[0]
             assert re.search(rf"(^|[\s,\[]){re.escape(flag)}\b", help_text), f"{script} has no {flag}"
-        if token == "--cfg" and i + 1 < len(args) and "<" not in args[i + 1]:
+        if token == "--cfg" and i + 1 < len(args) and args[i + 1].endswith(".yaml"):
             assert os.path.isfile(os.path.join(ROOT, args[i + 1])), f"missing config {args[i + 1]}"
         if re.fullmatch(r"[A-Z][A-Z_]*\.[A-Z_.]+", token):
             assert token in keys, f"{token} is not a config key"
