@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
+from models.calibration import realistic_random_weights  # noqa: E402
 from models.deploy import prepare_inference, select_output  # noqa: E402
 from utils.cli import run_main, setup_logging  # noqa: E402
 from utils.errors import ConfigError  # noqa: E402
@@ -86,30 +87,8 @@ def machine_description(device):
 
 
 def condition(model, seed=0):
-    """Random weights with realistic BatchNorm statistics and logit scale.
-
-    PIDNet's random initialisation gives logits in the hundreds (fp32 rounding then exceeds 1e-3
-    between any two computation orders). The BN statistics are set to those of random data,
-    perturbed per channel, and the classifier is scaled to logits of std 2, like a trained model.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for bn in bns:
-        bn.momentum = None
-        bn.reset_running_stats()
-    model.train()
-    with torch.no_grad():
-        model(torch.randn(2, 3, 256, 256, generator=generator))
-        for bn in bns:
-            bn.momentum = 0.1
-            bn.running_var.clamp_(min=0.25).mul_(torch.rand(bn.num_features, generator=generator) + 0.5)
-            bn.bias.copy_(torch.randn(bn.num_features, generator=generator) * 0.2)
-        model.eval()
-        logits = select_output(model(torch.randn(1, 3, 256, 256, generator=generator)), 1)
-        factor = 2.0 / logits.std().item()
-        model.final_layer.conv2.weight.mul_(factor)
-        model.final_layer.conv2.bias.mul_(factor)
-    return model
+    """Random weights with realistic BatchNorm statistics and logit scale (models/calibration.py)."""
+    return realistic_random_weights(model, seed, calibrate=(2, 3, 256, 256), example=(1, 3, 256, 256))
 
 
 def build_models(args):

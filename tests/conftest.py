@@ -30,6 +30,15 @@ def ref_data():
     return lambda name: os.path.join(DATA, name)
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models: one thread beats two (thread sync dominates) on a busy 2-core CI box."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(autouse=True)
 def _few_threads():
     # CI has 2 cores; keep torch from oversubscribing when tests spawn processes.

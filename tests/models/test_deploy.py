@@ -12,51 +12,13 @@ from models import deploy
 from models.deploy import (BACKENDS, auto_candidates, count_batchnorms, export_onnx, find_conv_bn_pairs,
                            fold_batchnorm, prepare_inference, select_output)
 from models.pidnet import PIDNet
+from models.calibration import randomize_bn, scale_logits
 from utils.errors import DeviceError, ModelError
 
 TOL = 1e-3
 STRUCTURES = {"s": dict(m=2, n=3), "l": dict(m=3, n=4)}
 # BatchNorms that precede ReLU + conv: nothing before them to fold into.
 PRE_ACTIVATION_BN = ("final_layer.bn1", "seghead_p.bn1", "seghead_d.bn1", "spp.", "dfm.conv.0")
-
-
-def randomize_bn(model, seed=0, calibrate=(2, 3, 128, 192)):
-    """Non-trivial BN statistics: the statistics of random data (so activations stay O(1), as in
-    a trained network), perturbed per channel, with random affine parameters."""
-    generator = torch.Generator().manual_seed(seed)
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    if calibrate:
-        momenta = [bn.momentum for bn in bns]
-        for bn in bns:
-            bn.momentum = None  # cumulative average: running stats = statistics of these batches
-            bn.reset_running_stats()
-        model.train()
-        with torch.no_grad():
-            model(torch.randn(calibrate, generator=generator))
-        for bn, momentum in zip(bns, momenta):
-            bn.momentum = momentum
-    with torch.no_grad():
-        for bn in bns:
-            shape = bn.running_mean.shape
-            std = bn.running_var.sqrt()
-            bn.running_mean.add_(torch.randn(shape, generator=generator) * 0.2 * std)
-            # Pooled PPM branches see almost constant maps on random data: floor their variance.
-            bn.running_var.clamp_(min=0.25).mul_(torch.rand(shape, generator=generator) * 0.6 + 0.7)
-            bn.weight.copy_(torch.rand(shape, generator=generator) + 0.5)
-            bn.bias.copy_(torch.randn(shape, generator=generator) * 0.2)
-    return model.eval()
-
-
-def scale_logits(model, last_conv, example, target_std=2.0):
-    """Rescale the classifier so logits have a trained-model magnitude (std 2, max ~10)."""
-    model.eval()
-    with torch.no_grad():
-        out = select_output(model(example), 1)
-        factor = target_std / out.std().item()
-        last_conv.weight.mul_(factor)
-        if last_conv.bias is not None:
-            last_conv.bias.mul_(factor)
-    return model
 
 
 def tiny_pidnet(structure="s", augment=False, seed=0):

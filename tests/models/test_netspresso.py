@@ -18,12 +18,8 @@ TINY = {
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    # These models are tiny: one thread beats two (thread sync dominates) on a busy CI box.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _tiny_models_one_thread(one_thread):
     yield
-    torch.set_num_threads(previous)
 
 
 def _randomise_bn(net):

@@ -25,12 +25,8 @@ FAST = ["--trace-size", "64", "64", "--input-size", "64", "128"]
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    # These models are tiny: one thread beats two (thread sync dominates) on a busy CI box.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _tiny_models_one_thread(one_thread):
     yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

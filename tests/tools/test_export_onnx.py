@@ -6,8 +6,8 @@ import sys
 import pytest
 import torch
 import torch.fx
-import torch.nn as nn
 
+from models.calibration import realistic_random_weights
 from models.checkpoint import official_state_dict
 from models.pidnet import PIDNet, pidnet_s
 
@@ -24,28 +24,7 @@ def _load_tool(repo_root):
 
 
 def conditioned(model, seed=0):
-    """BN statistics of random data, perturbed, and logits of a trained-model scale (std 2).
-
-    Random initialisation alone gives logits in the hundreds, where fp32 rounding of any two
-    computation orders (PyTorch vs onnxruntime) already differs by more than 1e-3."""
-    generator = torch.Generator().manual_seed(seed)
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    for bn in bns:
-        bn.momentum = None
-        bn.reset_running_stats()
-    model.train()
-    with torch.no_grad():
-        model(torch.randn(2, 3, 128, 192, generator=generator))
-        for bn in bns:
-            bn.momentum = 0.1
-            bn.running_var.clamp_(min=0.25).mul_(torch.rand(bn.num_features, generator=generator) + 0.5)
-            bn.bias.copy_(torch.randn(bn.num_features, generator=generator) * 0.2)
-        model.eval()
-        out = model(torch.randn(1, 3, 64, 96, generator=generator))
-        factor = 2.0 / (out[1] if isinstance(out, list) else out).std().item()
-        model.final_layer.conv2.weight.mul_(factor)
-        model.final_layer.conv2.bias.mul_(factor)
-    return model
+    return realistic_random_weights(model, seed)
 
 
 def ort_logits(path, images):
