@@ -16,6 +16,10 @@ Examples (from the repository root)::
         DATASET.TEST_SET list/cityscapes/test.lst TEST.MODEL_FILE best.pt \\
         --save-pred output/test_pred --save-color
 
+    # faster: BN-folded channels_last model, main output only (see --backend)
+    python tools/eval.py --cfg configs/cityscapes/pidnet_small_cityscapes.yaml \\
+        TEST.MODEL_FILE best.pt --backend fused --device cpu
+
     # a compressed NetsPresso model (+ its auxiliary head)
     python tools/eval.py --cfg configs/cityscapes/pidnet_small_cityscapes.yaml \\
         --netspresso --model output/compressed/best_model_model.pt --head output/compressed/best_model_head.pt
@@ -36,6 +40,7 @@ import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from configs.default import experiment_name, load_config  # noqa: E402
+from models.deploy import BACKENDS  # noqa: E402
 from utils.cli import is_main_process, run_main, setup_logging  # noqa: E402
 from utils.device import resolve_device  # noqa: E402
 from utils.errors import CheckpointError, ConfigError  # noqa: E402
@@ -62,6 +67,12 @@ def get_args_parser():
                              "different sizes need 1)")
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: WORKERS)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--backend", default="eager", choices=BACKENDS,
+                        help="inference backend of models/deploy.py for a PIDNet checkpoint (default eager: "
+                             "the augment=True model, metrics for the P head and the main output). Any other "
+                             "backend evaluates the main output only (TEST.OUTPUT_INDEX), which gives the "
+                             "same headline metrics faster: fused (BN folded, channels_last), onnxruntime, "
+                             "compile, or auto (times the candidates on the first image and keeps the fastest)")
     parser.add_argument("--netspresso", action="store_true",
                         help="evaluate a compressed NetsPresso/torch.fx model given by --model (and --head)")
     parser.add_argument("--model", default=None, help="with --netspresso: the compressed model file")
@@ -94,6 +105,8 @@ def build_model(cfg, args, device):
     from models.checkpoint import load_for_eval
     from models.pidnet import build_pidnet
 
+    if args.backend != "eager":
+        _main_output_index(cfg.TEST.OUTPUT_INDEX)  # a bad index fails before the checkpoint is read
     model_file = cfg.TEST.MODEL_FILE
     if not model_file:
         model_file = os.path.join(_default_output_dir(cfg, args.cfg), "best.pt")
@@ -105,6 +118,37 @@ def build_model(cfg, args, device):
     model = build_pidnet(cfg.MODEL.NAME, cfg.DATASET.NUM_CLASSES, augment=True)
     load_for_eval(model, model_file)
     return model.to(device).eval(), model_file
+
+
+# PIDNet(augment=True) returns [p, main, boundary]; only the first two are class scores.
+_PIDNET_OUTPUTS = 3
+_PIDNET_SEG_OUTPUTS = (0, 1)
+
+
+def _main_output_index(output_index):
+    if not -_PIDNET_OUTPUTS <= output_index < _PIDNET_OUTPUTS or \
+            output_index % _PIDNET_OUTPUTS not in _PIDNET_SEG_OUTPUTS:
+        raise ConfigError(f"TEST.OUTPUT_INDEX {output_index} does not select a class-score output of PIDNet "
+                          f"[p, main, boundary]: use 1 for the main output")
+    return output_index % _PIDNET_OUTPUTS
+
+
+def build_runner(model, cfg, args, dataset, device):
+    """``model`` as evaluate() gets it: itself (eager, all outputs) or a deploy runner that returns
+    the output TEST.OUTPUT_INDEX only. Returns ``(model_fn, output_index)``, the index being that
+    of the evaluated output in PIDNet's list (None for eager: evaluate() reports all)."""
+    if args.backend == "eager":
+        return model, None
+    from models.deploy import prepare_inference
+
+    index = _main_output_index(cfg.TEST.OUTPUT_INDEX)
+    if len(dataset):
+        example = (1,) + tuple(dataset[0][0].shape)  # the real test size for the export/compile/auto probe
+    else:
+        example = (1, 3, cfg.TEST.IMAGE_SIZE[1], cfg.TEST.IMAGE_SIZE[0])
+    runner = prepare_inference(model, args.backend, device, example, output_index=index)
+    logger.info("inference backend: %r (main output %d only)", runner, index)
+    return runner, index
 
 
 def build_test_dataset(cfg):
@@ -153,6 +197,9 @@ def main(args):
     cfg = load_config(args.cfg, args.opts)
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1 (got {args.batch_size})")
+    if args.netspresso and args.backend != "eager":
+        raise ConfigError(f"--backend {args.backend} is for PIDNet checkpoints: evaluate --netspresso models "
+                          "with --backend eager")
     if cfg.TRAIN.IGNORE_LABEL < 0:
         raise ConfigError(f"TRAIN.IGNORE_LABEL {cfg.TRAIN.IGNORE_LABEL} must be 0..255 (labels are uint8); "
                           "the official configs use 255")
@@ -200,10 +247,15 @@ def _evaluate_and_report(cfg, args, device):
     logger.info("evaluating %s on %s (%d images, flip=%s, scales=%s, device=%s)", model_file,
                 cfg.DATASET.TEST_SET, len(dataset), cfg.TEST.FLIP_TEST, scales, device)
 
-    result = evaluate(model, loader, cfg.DATASET.NUM_CLASSES, ignore_label=cfg.TRAIN.IGNORE_LABEL,
+    model_fn, runner_index = build_runner(model, cfg, args, dataset, device)
+    result = evaluate(model_fn, loader, cfg.DATASET.NUM_CLASSES, ignore_label=cfg.TRAIN.IGNORE_LABEL,
                       device=device, output_index=cfg.TEST.OUTPUT_INDEX, align_corners=cfg.MODEL.ALIGN_CORNERS,
                       flip_test=cfg.TEST.FLIP_TEST, scales=scales, save_dir=save_dir,
                       save_color=args.save_color, dataset=dataset, progress=not args.no_progress)
+    if runner_index is not None:
+        # The runner returns one tensor: give its metrics the index it has in PIDNet's outputs.
+        result["output_index"] = runner_index
+        result["outputs"][0]["index"] = runner_index
 
     names = class_names_of(dataset, cfg.DATASET.NUM_CLASSES)
     if not is_main_process():

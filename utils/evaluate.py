@@ -81,6 +81,14 @@ def _to_size(logits, size, align_corners):
     return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=align_corners)
 
 
+def _cpu_channels_last(logits):
+    # On CPU, upsampling + argmax of NHWC logits is ~2-3x faster than of NCHW ones (the deploy
+    # runners already return NHWC); the copy is of the small low-resolution logits only.
+    if logits.device.type == "cpu" and logits.dim() == 4:
+        return logits.contiguous(memory_format=torch.channels_last)
+    return logits
+
+
 def segmentation_outputs(outputs, num_classes):
     """Indices of the outputs that are class scores (``C == num_classes``); the boundary head is not."""
     return [i for i, out in enumerate(outputs) if out.dim() == 4 and out.shape[1] == num_classes]
@@ -111,13 +119,15 @@ def predict(model_fn, images, size, num_classes, scales=None, flip=False, align_
                                      "check DATASET.NUM_CLASSES against the checkpoint")
             if scale == 1.0 and not flipped and raw is None:
                 raw = outputs
+            if plain:
+                # argmax(softmax) == argmax(logits): the logits are upsampled in their own dtype and
+                # never normalised.
+                scores = [_to_size(_cpu_channels_last(outputs[i]), size, align_corners) for i in seg_indices]
+                return scores, seg_indices, n_outputs, raw
             scores = []
             for i in seg_indices:
                 out = outputs[i].flip(-1) if flipped else outputs[i]
-                out = _to_size(out.float(), size, align_corners)
-                scores.append(out if plain else F.softmax(out, dim=1))
-            if plain:
-                return scores, seg_indices, n_outputs, raw
+                scores.append(F.softmax(_to_size(out.float(), size, align_corners), dim=1))
             total = scores if total is None else [t + s for t, s in zip(total, scores)]
             count += 1
     return [t / count for t in total], seg_indices, n_outputs, raw

@@ -118,6 +118,24 @@ def test_metrics_match_direct_computation(data_root, checkpoint, tmp_path, capsy
         assert any(line.split() == name.split() + [f"{iou:.4f}"] for line in printed.splitlines()), name
 
 
+def test_fused_backend_gives_the_eager_metrics_of_the_main_output(data_root, checkpoint, tmp_path):
+    path, _ = checkpoint
+    reports = {}
+    for backend in ("eager", "fused"):
+        out = tmp_path / f"{backend}.json"
+        assert run(base_args(data_root, "TEST.MODEL_FILE", path) + ["--backend", backend, "--json", str(out)]) == 0
+        reports[backend] = json.loads(out.read_text())
+    eager, fused = reports["eager"], reports["fused"]
+    assert eager["labelled_pixels"] > 0 and fused["labelled_pixels"] == eager["labelled_pixels"]
+    # BN folding changes the logits by float rounding only: the same pixels win.
+    assert fused["mean_iou"] == pytest.approx(eager["mean_iou"], abs=1e-6)
+    assert fused["iou_list"] == pytest.approx(eager["iou_list"], abs=1e-6)
+    assert fused["pixel_acc"] == pytest.approx(eager["pixel_acc"], abs=1e-6)
+    # main output only, reported under its index in PIDNet's [p, main, boundary]
+    assert fused["output_index"] == 1 and [o["index"] for o in fused["outputs"]] == [1]
+    assert [o["index"] for o in eager["outputs"]] == [0, 1]
+
+
 def test_flip_and_multi_scale_are_applied(data_root, checkpoint, tmp_path):
     path, model = checkpoint
     out = tmp_path / "tta.json"
@@ -202,6 +220,8 @@ def test_netspresso_model_with_head(data_root, checkpoint, tmp_path):
     (["TEST.MODEL_FILE", "GARBAGE"], [], "garbage.pt"),
     (["TEST.MODEL_FILE", "CKPT", "MODEL.NAME", "pidnet_m"], [], "another PIDNet variant|lacks"),
     (["TEST.MODEL_FILE", "CKPT", "TEST.OUTPUT_INDEX", "2"], [], "OUTPUT_INDEX 2"),
+    (["TEST.MODEL_FILE", "CKPT", "TEST.OUTPUT_INDEX", "2"], ["--backend", "fused"], "OUTPUT_INDEX 2"),
+    (["TEST.MODEL_FILE", "CKPT"], ["--netspresso", "--backend", "fused"], "--backend fused is for PIDNet"),
     (["TEST.MODEL_FILE", "CKPT", "DATASET.ROOT", "/nonexistent_root"], [], "dataset root not found"),
     (["TEST.MODEL_FILE", "CKPT"], ["--netspresso"], "--netspresso needs --model"),
     (["TEST.MODEL_FILE", "CKPT"], ["--save-color"], "--save-color needs --save-pred"),
