@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from models.calibration import randomize_bn
 from models.checkpoint import official_state_dict
 from models.pidnet import get_pred_model
 from utils.errors import CheckpointError, DatasetError
@@ -20,11 +21,7 @@ import tools.custom as custom
 def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     model = get_pred_model("pidnet_s", 19)
-    # Non-trivial BN statistics so that the prediction is not constant.
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
+    randomize_bn(model, seed=0, calibrate=None)  # so that the prediction is not constant
     path = tmp_path_factory.mktemp("ckpt") / "s19.pt"
     torch.save(official_state_dict(model), path)
     return str(path), model.eval()

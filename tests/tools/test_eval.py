@@ -13,6 +13,7 @@ import torch.nn.functional as F
 import tools.eval as eval_tool
 from datasets import build_dataset
 from datasets.cityscapes import CLASS_NAMES, LABEL_TO_TRAIN_ID, PALETTE
+from models.calibration import randomize_bn
 from models.checkpoint import official_state_dict
 from models.pidnet import build_pidnet
 from utils.metrics import metrics_from_matrix
@@ -56,11 +57,7 @@ def data_root(tmp_path_factory):
 def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     model = build_pidnet("pidnet_s", 19, augment=True)
-    # Non-trivial BatchNorm statistics so that predictions vary over the image.
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
+    randomize_bn(model, seed=0, calibrate=None)  # so that predictions vary over the image
     path = tmp_path_factory.mktemp("ckpt") / "best.pt"
     torch.save(official_state_dict(model), path)
     return str(path), model.eval()

@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from models.calibration import randomize_bn
 from models.pidnet import PIDNet
 from utils.criterion import build_criterion
 from utils.errors import ConfigError, ModelError
@@ -48,13 +49,7 @@ class TinySet(Dataset):
 def tiny_pidnet(seed=0):
     torch.manual_seed(seed)
     model = PIDNet(m=2, n=3, num_classes=NUM_CLASSES, planes=8, ppm_planes=16, head_planes=16, augment=True)
-    # Non-trivial BatchNorm statistics so that eval mode is not the identity normalisation.
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 1.5)
-    return model.eval()
+    return randomize_bn(model, seed=seed, calibrate=None)  # eval-mode BN is not the identity
 
 
 def _direct(model, dataset, output=1, flip=False, scales=(1.0,)):
