@@ -137,7 +137,7 @@ def load_config(cfg_file=None, opts=()):
         cfg.merge_from_list(opts)
     except (KeyError, ValueError, AssertionError, TypeError) as exc:
         text = _key_error_text(exc)
-        if isinstance(exc, KeyError) or "Non-existent key" in text:
+        if isinstance(exc, KeyError) or "Non-existent key" in str(exc):
             raise ConfigError(f"unknown config key on the command line: {text}. "
                               "Check its spelling against configs/default.py") from None
         raise ConfigError(f"bad command-line config value: {text}. "
@@ -152,4 +152,7 @@ def experiment_name(cfg_file):
 
 
 def _key_error_text(exc):
-    return str(exc.args[0]) if exc.args else str(exc)
+    text = str(exc.args[0]) if exc.args else str(exc)
+    for prefix in ("Non-existent config key: ", "Non-existent key: "):
+        text = text.replace(prefix, "")
+    return text
