@@ -9,9 +9,7 @@ behind identity BNs.
 import torch
 import torch.nn as nn
 
-
-def _select_main(out):
-    return out[1] if isinstance(out, (list, tuple)) else out
+from models.deploy import select_output
 
 
 def randomize_bn(model, seed=0, calibrate=(2, 3, 128, 192)):
@@ -45,7 +43,7 @@ def scale_logits(model, last_conv, example, target_std=2.0):
     """Rescale the classifier so logits have a trained-model magnitude (std 2, max ~10)."""
     model.eval()
     with torch.no_grad():
-        factor = target_std / _select_main(model(example)).std().item()
+        factor = target_std / select_output(model(example), 1).std().item()
         last_conv.weight.mul_(factor)
         if last_conv.bias is not None:
             last_conv.bias.mul_(factor)

@@ -41,13 +41,14 @@ from models.pidnet import canonical_name, get_pred_model  # noqa: E402
 from utils.cli import run_main, setup_logging  # noqa: E402
 from utils.device import resolve_device  # noqa: E402
 from utils.errors import CheckpointError, DatasetError, ModelError  # noqa: E402
+from datasets.base_dataset import MEAN as IMAGENET_MEAN, STD as IMAGENET_STD  # noqa: E402
 from utils.io import atomic_write_bytes  # noqa: E402
 from utils.visualize import colorize, overlay, palette_for  # noqa: E402
 
 logger = logging.getLogger("tools.custom")
 
-MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+MEAN = np.array(IMAGENET_MEAN, dtype=np.float32)
+STD = np.array(IMAGENET_STD, dtype=np.float32)
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
 # Container -> codec that the stock OpenCV wheels can write.
 VIDEO_CODECS = {".avi": "MJPG", ".mp4": "mp4v", ".mov": "mp4v", ".mkv": "MJPG"}

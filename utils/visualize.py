@@ -11,27 +11,16 @@ import logging
 
 import numpy as np
 
+from datasets import camvid, cityscapes
+from datasets.base_dataset import MEAN, STD
+
 logger = logging.getLogger(__name__)
 
-CITYSCAPES_PALETTE = (
-    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
-    (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
-    (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70),
-    (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
-)
-CITYSCAPES_CLASSES = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
-    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
-    "motorcycle", "bicycle",
-)
-CAMVID_PALETTE = (
-    (0, 128, 192), (128, 0, 0), (64, 0, 128), (192, 192, 128), (64, 64, 128), (64, 64, 0),
-    (128, 64, 128), (0, 0, 192), (192, 128, 128), (128, 128, 128), (128, 128, 0),
-)
-CAMVID_CLASSES = (
-    "bicyclist", "building", "car", "pole", "fence", "pedestrian", "road", "sidewalk",
-    "sign", "sky", "tree",
-)
+# One home for the official palettes and class names: the dataset modules.
+CITYSCAPES_PALETTE = tuple(cityscapes.PALETTE)
+CITYSCAPES_CLASSES = tuple(cityscapes.CLASS_NAMES)
+CAMVID_PALETTE = tuple(camvid.PALETTE)
+CAMVID_CLASSES = tuple(camvid.CLASS_NAMES)
 # Class counts with an official palette; anything else falls back to a generated one.
 _KNOWN = {
     len(CITYSCAPES_PALETTE): (CITYSCAPES_PALETTE, CITYSCAPES_CLASSES),
@@ -110,7 +99,7 @@ def overlay(image, color_mask, alpha=0.5):
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
 
-def denormalize(image, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
+def denormalize(image, mean=MEAN, std=STD):
     """Undo the ImageNet normalisation of a ``3xHxW`` (or ``HxWx3``) float image -> uint8 RGB."""
     array = np.asarray(image, dtype=np.float32)
     if array.ndim == 3 and array.shape[0] == 3 and array.shape[-1] != 3:

@@ -6,6 +6,15 @@ import numpy as np
 import pytest
 
 
+def write_list(root, dataset, list_name, lines):
+    """Write ``root/list/<dataset>/<list_name>.lst``; returns its path relative to ``root``."""
+    rel = f"list/{dataset}/{list_name}.lst"
+    os.makedirs(os.path.join(root, "list", dataset), exist_ok=True)
+    with open(os.path.join(root, rel), "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    return rel
+
+
 def write_png(path, array):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     assert cv2.imwrite(str(path), array)
@@ -24,11 +33,7 @@ def write_cityscapes(root, samples, split="val", list_name=None, with_labels=Tru
             lines.append(f"{img_rel}\t{lab_rel}")
         else:
             lines.append(img_rel)
-    rel = f"list/cityscapes/{list_name or split}.lst"
-    os.makedirs(os.path.join(root, "list", "cityscapes"), exist_ok=True)
-    with open(os.path.join(root, rel), "w") as handle:
-        handle.write("\n".join(lines) + "\n")
-    return rel
+    return write_list(root, "cityscapes", list_name or split, lines)
 
 
 def write_camvid(root, samples, list_name="val"):
@@ -38,11 +43,7 @@ def write_camvid(root, samples, list_name="val"):
         write_png(os.path.join(root, "camvid", "images", f"s{i}.png"), rgb[:, :, ::-1])
         write_png(os.path.join(root, "camvid", "labels", f"s{i}_L.png"), color[:, :, ::-1])
         lines.append(f"images/s{i}.png labels/s{i}_L.png")
-    rel = f"list/camvid/{list_name}.lst"
-    os.makedirs(os.path.join(root, "list", "camvid"), exist_ok=True)
-    with open(os.path.join(root, rel), "w") as handle:
-        handle.write("\n".join(lines) + "\n")
-    return rel
+    return write_list(root, "camvid", list_name, lines)
 
 
 def write_custom(root, samples, list_name="train", ext=".png"):
@@ -53,11 +54,7 @@ def write_custom(root, samples, list_name="train", ext=".png"):
         write_png(os.path.join(root, "labels", f"im{i}.png"),
                   label if label.ndim == 2 else label[:, :, ::-1])
         lines.append(f"images/im{i}{ext} labels/im{i}.png")
-    rel = f"list/custom/{list_name}.lst"
-    os.makedirs(os.path.join(root, "list", "custom"), exist_ok=True)
-    with open(os.path.join(root, rel), "w") as handle:
-        handle.write("\n".join(lines) + "\n")
-    return rel
+    return write_list(root, "custom", list_name, lines)
 
 
 @pytest.fixture
