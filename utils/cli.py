@@ -4,6 +4,7 @@
 stderr and a non-zero exit code, instead of a traceback; ``setup_logging`` configures
 handlers once, in the entry point, and only on rank 0.
 """
+import errno
 import logging
 import os
 import sys
@@ -56,19 +57,46 @@ def one_line(exc):
     return " ".join(line.strip() for line in lines)
 
 
+_FIXES = {
+    errno.ENOENT: "check the path",
+    errno.EACCES: "choose a location you can write to, or fix its permissions",
+    errno.EPERM: "choose a location you can write to, or fix its permissions",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+    errno.EISDIR: "it is a folder: give a file name",
+    errno.ENOSPC: "the disk is full: free some space or choose another location",
+    errno.EDQUOT: "the disk quota is exhausted: free some space or choose another location",
+    errno.EROFS: "the file system is read-only: choose a writable location",
+    errno.EEXIST: "it already exists: remove it or choose another path",
+    errno.ENAMETOOLONG: "shorten the path",
+    errno.EMFILE: "too many open files: lower WORKERS or raise the limit (ulimit -n)",
+    errno.EIO: "the storage reported an I/O error: check the disk",
+}
+
+
+def describe_os_error(exc):
+    """One line for any ``OSError``: the path(s), the reason and a fix."""
+    where = exc.filename if exc.filename is not None else None
+    if where is not None and exc.filename2 is not None:
+        where = f"{exc.filename} -> {exc.filename2}"
+    reason = exc.strerror or (str(exc.args[0]) if exc.args else type(exc).__name__)
+    fix = _FIXES.get(exc.errno, "check the path and the storage it is on")
+    return f"{where}: {reason}; {fix}" if where is not None else f"{reason}; {fix}"
+
+
 def run_main(main, args):
-    """Call ``main(args)``; expected failures become ``error: <message>`` and exit code 2."""
+    """Call ``main(args)``; expected failures become ``error: <message>`` and exit code 2.
+
+    Expected failures are :class:`~utils.errors.PIDNetError` and every ``OSError``.
+    """
     try:
         result = main(args)
     except PIDNetError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except FileNotFoundError as exc:
-        print(f"error: file not found: {exc.filename or exc}. Check the path.", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except PermissionError as exc:
-        print(f"error: permission denied: {exc.filename or exc}. Choose a writable location.",
-              file=sys.stderr)
+    except OSError as exc:
+        # Any file-system failure (a file where a folder should be, a full disk, ...) is the
+        # user's to fix: one line naming the path, the reason and what to do.
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -35,3 +35,8 @@ class CompressionError(PIDNetError):
 
 class TrainingError(PIDNetError):
     """Training cannot continue (e.g. a non-finite loss)."""
+
+
+class OutputError(PIDNetError):
+    """An output location that cannot be written (a file in the way, no permission, a full disk)
+    or that is in use / holds results a fresh run would overwrite."""
