@@ -3,12 +3,16 @@
 Only the CLIs in ``tools/`` read a config: they call :func:`load_config` (defaults ->
 ``--cfg`` file -> ``KEY VALUE`` overrides -> freeze) and pass plain values on.
 """
+import logging
+import math
 import os
 
 import yaml
 from yacs.config import CfgNode as CN
 
 from utils.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 _C = CN()
 
@@ -100,23 +104,108 @@ _C.TEST.SCALE_LIST = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
 _C.TEST.OUTPUT_INDEX = 1
 
 
+# Official keys that nothing reads: accepted so the official YAMLs load, with what to use instead.
+IGNORED_KEYS = {
+    "GPUS": "start one process per GPU with torchrun --nproc_per_node N (see README); --device picks the device",
+    "AUTO_RESUME": "use TRAIN.RESUME True to continue from OUTPUT_DIR/<dataset>/<cfg name>/checkpoint.pth.tar",
+    "MODEL.NUM_OUTPUTS": "PIDNet always has its [P, main, boundary] outputs; TEST.OUTPUT_INDEX picks the evaluated one",
+    "LOSS.CLASS_BALANCE": "Cityscapes always uses its class weights; give DATASET.CLASS_WEIGHTS for a custom dataset",
+    "DATASET.EXTRA_TRAIN_SET": "list every training image in DATASET.TRAIN_SET (e.g. a trainval list)",
+    "TRAIN.EXTRA_LR": "there is no extra training phase: run tools/train.py again with TRAIN.LR",
+    "TRAIN.EXTRA_EPOCH": "there is no extra training phase: run tools/train.py again with TRAIN.END_EPOCH",
+}
+# Per-dataset keys that only DATASET.DATASET 'custom' reads (the official datasets have their own).
+CUSTOM_ONLY_KEYS = ("CLASS_NAMES", "CLASS_COLORS", "CLASS_WEIGHTS")
+
+
 def get_cfg():
     """A fresh, mutable copy of the defaults."""
     return _C.clone()
 
 
+def _get(cfg, dotted):
+    for part in dotted.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def log_ignored_keys(cfg):
+    """One line per compatibility key set to something other than its default."""
+    for key, instead in IGNORED_KEYS.items():
+        value = _get(cfg, key)
+        if value != _get(_C, key):
+            logger.warning("%s %s is accepted for compatibility and ignored: %s", key, value, instead)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def validate(cfg, source):
+    """Shapes and ranges of the values every tool relies on, before data or models are built."""
+    for key in ("TRAIN.IMAGE_SIZE", "TEST.IMAGE_SIZE"):
+        size = _get(cfg, key)
+        if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
+            raise ConfigError(f"{key} {list(size)} in {source} must be two positive integers [width, height], "
+                              "e.g. [1024, 1024]")
+    for key in ("TRAIN.BASE_SIZE", "TEST.BASE_SIZE", "DATASET.NUM_CLASSES"):
+        if not _get(cfg, key) > 0:
+            raise ConfigError(f"{key} {_get(cfg, key)} in {source} must be positive")
+    weights = list(cfg.LOSS.BALANCE_WEIGHTS)
+    if len(weights) != 2 or not all(_is_number(w) and w >= 0 for w in weights):
+        raise ConfigError(f"LOSS.BALANCE_WEIGHTS {weights} in {source} needs two weights >= 0, one for the P "
+                          "output and one for the main output (the official [0.4, 1.0])")
+    scales = list(cfg.TEST.SCALE_LIST)
+    if not all(_is_number(s) and s > 0 for s in scales):
+        raise ConfigError(f"TEST.SCALE_LIST {scales} in {source} must hold positive factors, e.g. [0.75, 1.0, 1.25]")
+    if cfg.TEST.MULTI_SCALE and not scales:
+        raise ConfigError(f"TEST.MULTI_SCALE True with an empty TEST.SCALE_LIST in {source}: give the scales, "
+                          "e.g. TEST.SCALE_LIST [0.75,1.0,1.25], or set TEST.MULTI_SCALE False")
+    from datasets import DATASETS  # the one list of dataset names
+
+    name = str(cfg.DATASET.DATASET).lower()
+    if name not in DATASETS:
+        raise ConfigError(f"unknown dataset '{cfg.DATASET.DATASET}' (DATASET.DATASET in {source}); choose one of "
+                          f"{', '.join(sorted(DATASETS))}")
+    given = [f"DATASET.{key}" for key in CUSTOM_ONLY_KEYS if len(cfg.DATASET[key])]
+    if given and name != "custom":
+        raise ConfigError(f"{', '.join(given)} in {source} only apply to DATASET.DATASET custom; "
+                          f"{cfg.DATASET.DATASET} has its own classes: remove them or use DATASET.DATASET custom")
+
+
+def _check_yaml_file(cfg_file):
+    """A YAML mapping of config keys, or one clear error for a folder, an empty file or another shape."""
+    if os.path.isdir(cfg_file):
+        raise ConfigError(f"--cfg {cfg_file} is a folder: pass a YAML file inside it, "
+                          "e.g. configs/cityscapes/pidnet_small_cityscapes.yaml")
+    if not os.path.isfile(cfg_file):
+        raise ConfigError(f"config file not found: {cfg_file}. "
+                          "Pass an existing YAML, e.g. --cfg configs/cityscapes/pidnet_small_cityscapes.yaml")
+    with open(cfg_file, encoding="utf-8") as handle:
+        try:
+            data = yaml.safe_load(handle)
+        except yaml.YAMLError:
+            return  # merge_from_file reports the syntax error with its position
+    if data is None:
+        raise ConfigError(f"config file {cfg_file} is empty: give at least the keys that differ from "
+                          "configs/default.py, e.g. copy configs/cityscapes/pidnet_small_cityscapes.yaml")
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {cfg_file} holds a YAML {type(data).__name__}, not a mapping of "
+                          "config keys (KEY: value lines, as in configs/cityscapes/pidnet_small_cityscapes.yaml)")
+
+
 def load_config(cfg_file=None, opts=()):
     """Defaults, then ``cfg_file``, then ``KEY VALUE`` pairs; returns a frozen config.
 
+    Compatibility keys that nothing reads (:data:`IGNORED_KEYS`) are logged once when set.
+
     Raises:
-        ConfigError: missing file, YAML syntax error, unknown key, wrong value type or
-            an odd number of override tokens.
+        ConfigError: missing, empty or non-mapping file, YAML syntax error, unknown key, wrong
+            value type or shape (:func:`validate`), or an odd number of override tokens.
     """
     cfg = get_cfg()
     if cfg_file:
-        if not os.path.isfile(cfg_file):
-            raise ConfigError(f"config file not found: {cfg_file}. "
-                              "Pass an existing YAML, e.g. --cfg configs/cityscapes/pidnet_small_cityscapes.yaml")
+        _check_yaml_file(cfg_file)
         try:
             cfg.merge_from_file(cfg_file)
         except yaml.YAMLError as exc:
@@ -142,6 +231,9 @@ def load_config(cfg_file=None, opts=()):
                               "Check its spelling against configs/default.py") from None
         raise ConfigError(f"bad command-line config value: {text}. "
                           "Use the type of the default in configs/default.py") from None
+    log_ignored_keys(cfg)
+    validate(cfg, " + ".join(([cfg_file] if cfg_file else []) + (["the command-line overrides"] if opts else []))
+             or "configs/default.py")
     cfg.freeze()
     return cfg
 

@@ -12,7 +12,8 @@ Accepted files (all loaded with ``map_location`` and ``weights_only=True``):
 
 Keys are normalised by :func:`checkpoint_filter_fn`. Loading never silently does nothing: zero
 matching tensors is a :class:`CheckpointError`, and evaluation refuses missing keys or a
-class-count mismatch. Whole-module pickles (NetsPresso / torch.fx files) run code when loaded
+class-count mismatch. Every file read here (whole modules included) must hold finite floating-point
+tensors: a NaN/inf anywhere is refused naming the file and the first bad tensor. Whole-module pickles (NetsPresso / torch.fx files) run code when loaded
 and are only read by :func:`load_module_file`, for paths the user named explicitly.
 """
 import logging
@@ -37,11 +38,14 @@ def read_checkpoint(path, map_location="cpu"):
     path = os.fspath(path)
     if not path:
         raise CheckpointError("no checkpoint given: set TEST.MODEL_FILE (or the tool's checkpoint flag)")
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint {path} is a folder: pass the weights file inside it "
+                              f"(e.g. {os.path.join(path, 'best.pt')})")
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}. Check the path "
                               "(see pretrained_models/README.md for where official files go)")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
         name = found.group(1) if found else ""
@@ -56,6 +60,32 @@ def read_checkpoint(path, map_location="cpu"):
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"cannot read checkpoint {path} (truncated or not a checkpoint: {first}): "
                               "re-download or re-create the file") from None
+    check_finite(_named_tensors(obj), path)
+    return obj
+
+
+def _named_tensors(obj, prefix=""):
+    """``(dotted name, tensor)`` for every tensor nested in dicts/lists/tuples, in file order."""
+    if torch.is_tensor(obj):
+        yield prefix or "<tensor>", obj
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _named_tensors(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(obj, (list, tuple)):
+        for index, value in enumerate(obj):
+            yield from _named_tensors(value, f"{prefix}.{index}" if prefix else str(index))
+
+
+def check_finite(named_tensors, path):
+    """Raise CheckpointError naming ``path`` and the first floating tensor holding NaN or inf."""
+    for name, tensor in named_tensors:
+        if tensor.is_floating_point() or tensor.is_complex():
+            finite = torch.isfinite(tensor)
+            if not bool(finite.all()):
+                bad = int(finite.numel() - finite.sum())
+                raise CheckpointError(
+                    f"{path} holds non-finite weights: tensor '{name}' has {bad} NaN/inf value(s) of "
+                    f"{tensor.numel()} (a diverged or damaged run): use an earlier checkpoint or re-create the file")
 
 
 def _looks_like_module(global_name):
@@ -174,13 +204,16 @@ def official_state_dict(model):
     return {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
 
 
-def load_module_file(path, map_location="cpu", what="model"):
+def load_module_file(path, map_location="cpu", what="model", state_dict_hint=None):
     """Load a whole pickled ``nn.Module`` (NetsPresso / torch.fx files).
 
     Unpickling runs code stored in the file, so this is only used for paths the user named
-    explicitly (``--model``/``--head``), and says so once.
+    explicitly (``--model``/``--head``), and says so once. ``state_dict_hint`` is what the
+    calling tool tells a user who passed a state dict instead (it names that tool's options).
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise CheckpointError(f"--{what} {path} is a folder: pass the module file inside it")
     if not os.path.isfile(path):
         raise CheckpointError(f"{what} file not found: {path}. Check the --{what} path")
     logger.warning("loading %s as a whole pickled module: this runs code from the file, "
@@ -193,7 +226,8 @@ def load_module_file(path, map_location="cpu", what="model"):
                               "pass a file written by tools/export_netspresso.py, tools/compress.py "
                               "or the NetsPresso service") from None
     if not isinstance(obj, nn.Module):
+        hint = state_dict_hint or "state-dict checkpoints go to TEST.MODEL_FILE"
         raise CheckpointError(f"{path} is not a whole-module file (found {type(obj).__name__}): "
-                              f"--{what} expects an exported torch.fx/NetsPresso module; "
-                              "state-dict checkpoints go to TEST.MODEL_FILE / --p")
+                              f"--{what} expects an exported torch.fx/NetsPresso module; {hint}")
+    check_finite(obj.state_dict().items(), path)
     return obj

@@ -105,6 +105,26 @@ class NetsPressoPIDNet(nn.Module):
         return outputs[1]
 
 
+def is_aux_heads(module):
+    """Whether ``module`` is an exported auxiliary-heads file (only ``seghead_p``/``seghead_d``)."""
+    names = {name for name, _ in module.named_children()}
+    return bool(names) and names <= set(_HEADS)
+
+
+def check_body(module, path):
+    """Refuse the auxiliary-heads file where the body is expected (the one check every tool uses)."""
+    if is_aux_heads(module):
+        raise CheckpointError(f"{path} holds the auxiliary heads (like {HEAD_FILE}), not the model body: "
+                              f"pass the body file (like {MODEL_FILE}) as --model")
+
+
+def check_heads(module, path):
+    """Refuse a body where the auxiliary heads are expected (``--model`` and ``--head`` swapped)."""
+    if not is_aux_heads(module):
+        raise CheckpointError(f"{path} given as --head is a model body, not the auxiliary heads "
+                              f"(like {HEAD_FILE}): pass the body as --model and the heads file as --head")
+
+
 def load_netspresso(model_path, head_path=None, map_location="cpu"):
     """Load ``model_modelfx.pt`` (and optionally ``model_headfx.pt``) as one trainable module.
 
@@ -112,12 +132,16 @@ def load_netspresso(model_path, head_path=None, map_location="cpu"):
     runs code from the files: only pass files you trust).
 
     Raises:
-        CheckpointError: a missing or unreadable file, or one that is not a module.
+        CheckpointError: a missing or unreadable file, one that is not a module, non-finite
+            weights, or the heads file given as the model (or the two swapped).
     """
     from models.checkpoint import load_module_file
 
     model = load_module_file(model_path, map_location=map_location, what="model")
+    check_body(model, model_path)
     head = load_module_file(head_path, map_location=map_location, what="head") if head_path else None
+    if head is not None:
+        check_heads(head, head_path)
     if isinstance(model, NetsPressoPIDNet):
         raise CheckpointError(f"{model_path} holds a combined model+head module: save it with "
                               "models.netspresso.save_netspresso, which writes the two files")

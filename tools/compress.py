@@ -32,11 +32,11 @@ from models.compression import cloud  # noqa: E402
 from models.compression.pruner import check_method, check_recommendation, compress_model  # noqa: E402
 from models.compression.recommend import check_ratio, load_layer_indices, load_layer_ratios  # noqa: E402
 from models.compression.report import summary  # noqa: E402
-from models.netspresso import input_shapes  # noqa: E402
+from models.netspresso import check_body, input_shapes  # noqa: E402
 from utils.cli import run_main, setup_logging  # noqa: E402
 from utils.device import resolve_device  # noqa: E402
 from utils.errors import CompressionError  # noqa: E402
-from utils.io import atomic_save, atomic_write_text  # noqa: E402
+from utils.io import atomic_save, atomic_write_text, check_writable  # noqa: E402
 
 logger = logging.getLogger("compress")
 
@@ -66,6 +66,11 @@ def get_args_parser():
     return parser
 
 
+# compress.py has no option for a state dict: it is turned into the body file by the export tool.
+_EXPORT_HINT = ("compress.py takes the exported body: run tools/export_netspresso.py on the checkpoint "
+                "and pass its model_modelfx.pt as --model")
+
+
 def _report_path(args):
     return args.report or os.path.splitext(args.output)[0] + ".json"
 
@@ -88,7 +93,8 @@ def run_offline(args, sizes):
     elif args.ratio is not None:
         logger.warning("--ratio is ignored with --recommendation manual / PR_ID (per-layer values come from the JSON)")
     device = resolve_device(args.device)
-    model = load_module_file(args.model, what="model")
+    model = load_module_file(args.model, what="model", state_dict_hint=_EXPORT_HINT)
+    check_body(model, args.model)
     pruned, report = compress_model(model, method, recommendation, ratio=args.ratio, layer_ratios=layer_ratios,
                                     layer_indices=layer_indices, round_to=args.round_to,
                                     trace_size=tuple(args.trace_size), report_sizes=sizes, device=device)
@@ -105,7 +111,8 @@ def run_netspresso(args, sizes):
     shapes = input_shapes([width, height])
     work_dir = os.path.splitext(args.output)[0] + "_netspresso"
     path = cloud.compress_in_cloud(args.model, work_dir, method, recommendation, ratio, shapes)
-    original = load_module_file(args.model, what="model")
+    original = load_module_file(args.model, what="model", state_dict_hint=_EXPORT_HINT)
+    check_body(original, args.model)
     compressed = load_module_file(path, what="compressed model")
     report = {"backend": "netspresso", "method": method, "recommendation": recommendation,
               "ratio_requested": ratio, "input_size": [height, width], "model": os.path.abspath(args.model),
@@ -122,6 +129,9 @@ def main(args):
         raise CompressionError(f"unknown --backend '{args.backend}': use offline or netspresso")
     if os.path.abspath(args.output) == os.path.abspath(args.model):
         raise CompressionError("--output must differ from --model (the input would be overwritten)")
+    # Both outputs are checked before the pruning runs, not after it.
+    check_writable(args.output, "--output")
+    check_writable(_report_path(args), "--report" if args.report else "--output")
     sizes = _sizes(args)
     pruned, report = runners[backend](args, sizes)
     report_path = _report_path(args)

@@ -42,7 +42,7 @@ from utils.cli import run_main, setup_logging  # noqa: E402
 from utils.device import resolve_device  # noqa: E402
 from utils.errors import CheckpointError, DatasetError, ModelError  # noqa: E402
 from datasets.base_dataset import MEAN as IMAGENET_MEAN, STD as IMAGENET_STD  # noqa: E402
-from utils.io import atomic_write_bytes  # noqa: E402
+from utils.io import atomic_write_bytes, check_writable  # noqa: E402
 from utils.visualize import colorize, overlay, palette_for  # noqa: E402
 
 logger = logging.getLogger("tools.custom")
@@ -333,6 +333,7 @@ def segment_video(segmenter, path, stem, out_dir, args):
         fps = 25.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     final = os.path.join(out_dir, stem + ext)
+    os.makedirs(out_dir, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=ext, dir=out_dir)
     os.close(fd)
     writer, frames = None, 0
@@ -380,11 +381,13 @@ def main(args):
     if not 0.0 <= args.alpha <= 1.0:
         raise DatasetError(f"--alpha must be between 0 and 1, got {args.alpha}")
     inputs = collect_inputs(args.input, args.ext)
+    out_dir = args.output or default_output_dir(args.input)
+    # Checked before the model is built; the folder itself appears with the first output written,
+    # so a run that fails writes no empty folder.
+    check_writable(out_dir, "--output", is_dir=True)
     device = resolve_device(args.device)
     model, description = build_model(args)
     segmenter = Segmenter(model, device, args.backend)
-    out_dir = args.output or default_output_dir(args.input)
-    os.makedirs(out_dir, exist_ok=True)
     logger.info("segmenting %d input(s) from %s with %s on %s -> %s",
                 len(inputs), args.input, description, device, out_dir)
 

@@ -151,7 +151,8 @@ class ReplayRunner(Runner):
     """``--report-only``: walks the same steps, reading the logs of the previous run instead."""
 
     def __init__(self, log_dir, total):
-        super().__init__(log_dir, total)
+        # Not Runner.__init__: replaying creates nothing (no empty logs/ when there is no demo to replay).
+        self.log_dir, self.total, self.steps = log_dir, total, []
         path = os.path.join(log_dir, "steps.json")
         try:
             with open(path, encoding="utf-8") as handle:
@@ -255,7 +256,8 @@ def run_steps(args, p, runner):
     else:
         checkpoint = os.path.join(train_dir, "best.pt")
         runner.run("train", f"Train {cfg.MODEL.NAME} from scratch for {p['epochs']} epoch(s)",
-                   ["tools/train.py"] + base + opts + ["TRAIN.END_EPOCH", str(p["epochs"]), "TRAIN.RESUME", "False"])
+                   ["tools/train.py", "--overwrite"] + base + opts + ["TRAIN.END_EPOCH", str(p["epochs"]),
+                                                                      "TRAIN.RESUME", "False"])
     out["checkpoint"] = checkpoint
 
     metrics_dir = os.path.join(workdir, "metrics")
@@ -280,7 +282,7 @@ def run_steps(args, p, runner):
     out["compress_report"] = os.path.splitext(compressed)[0] + ".json"
 
     runner.run("finetune", f"Fine-tune the compressed model for {p['finetune_epochs']} epoch(s)",
-               ["tools/train.py"] + base + ["--netspresso", "--model", compressed, "--head", head] + ft_opts)
+               ["tools/train.py", "--overwrite"] + base + ["--netspresso", "--model", compressed, "--head", head] + ft_opts)
     ft_model = os.path.join(finetune_dir, "best_model_model.pt")
     ft_head = os.path.join(finetune_dir, "best_model_head.pt")
     out["compressed_model"] = ft_model
@@ -476,6 +478,11 @@ def main(args):
         args.samples = os.path.join(ROOT, args.samples)
     args.samples = os.path.abspath(args.samples)
     p = plan(args)
+    args.report_dir = os.path.abspath(args.report_dir)
+    from utils.io import check_writable
+
+    check_writable(p["workdir"], "--workdir", is_dir=True)  # before any step, not after an hour of them
+    check_writable(args.report_dir, "--report-dir", is_dir=True)
     run_info = os.path.join(p["workdir"], "logs", "run.json")
     if args.report_only:
         p["load"] = (_read_json(run_info) or {}).get("load")
@@ -483,7 +490,6 @@ def main(args):
         p["load"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         from utils.io import atomic_write_text
         atomic_write_text(json.dumps({"load": p["load"]}) + "\n", run_info)
-    args.report_dir = os.path.abspath(args.report_dir)
     print(f"PIDNet demo: config {_rel(args.cfg)}, device {args.device}, work folder {p['workdir']}"
           + (" (quick smoke run)" if args.quick else ""), flush=True)
     total = 11 if p["synthetic"] else 10

@@ -45,7 +45,7 @@ from utils.cli import is_main_process, run_main, setup_logging  # noqa: E402
 from utils.device import resolve_device  # noqa: E402
 from utils.errors import CheckpointError, ConfigError  # noqa: E402
 from utils.evaluate import eval_sampler, evaluate  # noqa: E402
-from utils.io import atomic_write_text  # noqa: E402
+from utils.io import atomic_write_text, check_writable  # noqa: E402
 
 logger = logging.getLogger("tools.eval")
 
@@ -203,6 +203,11 @@ def main(args):
     if cfg.TRAIN.IGNORE_LABEL < 0:
         raise ConfigError(f"TRAIN.IGNORE_LABEL {cfg.TRAIN.IGNORE_LABEL} must be 0..255 (labels are uint8); "
                           "the official configs use 255")
+    # Output locations are checked before the (possibly long) evaluation, not after it.
+    if args.json:
+        check_writable(args.json, "--json")
+    if args.save_pred:
+        check_writable(args.save_pred, "--save-pred", is_dir=True)
     device, owns_group = _init_distributed(resolve_device(args.device or cfg.DEVICE))
     try:
         return _evaluate_and_report(cfg, args, device)
@@ -235,6 +240,7 @@ def _evaluate_and_report(cfg, args, device):
     if save_dir is None and not labelled:
         save_dir = os.path.join(_default_output_dir(cfg, args.cfg), "test_results")
         logger.info("%s has no labels: writing predictions to %s", cfg.DATASET.TEST_SET, save_dir)
+        check_writable(save_dir, "OUTPUT_DIR", is_dir=True)
     if args.save_color and save_dir is None:
         raise ConfigError("--save-color needs --save-pred DIR (where to write the images)")
 

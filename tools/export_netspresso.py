@@ -27,7 +27,7 @@ from models.pidnet import build_pidnet  # noqa: E402
 from utils.cli import run_main, setup_logging  # noqa: E402
 from utils.device import resolve_device  # noqa: E402
 from utils.errors import CheckpointError, ModelError  # noqa: E402
-from utils.io import atomic_save  # noqa: E402
+from utils.io import atomic_save, check_writable  # noqa: E402
 
 logger = logging.getLogger("export_netspresso")
 
@@ -71,6 +71,9 @@ def main(args):
     device = resolve_device(args.device)
     if not cfg.TEST.MODEL_FILE:
         raise CheckpointError("no checkpoint given: add TEST.MODEL_FILE path/to/weights.pt to the command")
+    out_dir = args.output_dir or os.path.join(cfg.OUTPUT_DIR, cfg.DATASET.DATASET, experiment_name(args.cfg),
+                                              "netspresso")
+    check_writable(out_dir, "--output-dir" if args.output_dir else "OUTPUT_DIR", is_dir=True)
     net = build_pidnet(cfg.MODEL.NAME, cfg.DATASET.NUM_CLASSES, augment=True)
     load_for_eval(net, cfg.TEST.MODEL_FILE)
     net = net.to(device).eval()
@@ -78,8 +81,6 @@ def main(args):
     width, height = cfg.TEST.IMAGE_SIZE
     check_composition(net, body, head, (height, width), device)
 
-    out_dir = args.output_dir or os.path.join(cfg.OUTPUT_DIR, cfg.DATASET.DATASET, experiment_name(args.cfg),
-                                              "netspresso")
     model_path, head_path = os.path.join(out_dir, MODEL_FILE), os.path.join(out_dir, HEAD_FILE)
     atomic_save(body.cpu(), model_path)
     atomic_save(head.cpu(), head_path)

@@ -26,8 +26,14 @@ import torch  # noqa: E402
 from models.deploy import create_ort_session, export_onnx, fold_batchnorm, select_output  # noqa: E402
 from utils.cli import run_main, setup_logging  # noqa: E402
 from utils.errors import ConfigError, ModelError  # noqa: E402
+from utils.io import check_writable, made_dirs  # noqa: E402
 
 logger = logging.getLogger(__name__)
+
+# PIDNet's bilinear resize with align_corners needs ONNX Resize from opset 11; the TorchScript
+# exporter we use writes up to this opset (a higher one would silently fall back to another exporter).
+MIN_OPSET = 11
+MAX_OPSET = getattr(getattr(torch.onnx, "_constants", None), "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20)
 
 
 def get_args_parser():
@@ -45,7 +51,7 @@ def get_args_parser():
     parser.add_argument("--output", default="model.onnx", help="ONNX file to write (default model.onnx)")
     parser.add_argument("--r", type=int, nargs=2, default=None, metavar=("H", "W"),
                         help="export/verification input size (default: TEST.IMAGE_SIZE with --cfg, else 1024 2048)")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    parser.add_argument("--opset", type=int, default=17, help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default 17)")
     parser.add_argument("--static", action="store_true", help="fixed input size instead of dynamic batch/H/W")
     parser.add_argument("--no-fold", action="store_true", help="keep the BatchNorms instead of folding them")
     parser.add_argument("--tolerance", type=float, default=1e-3, help="max abs diff allowed vs PyTorch")
@@ -122,20 +128,43 @@ def main(args):
         raise ConfigError(f"--r expects two positive integers H W (got {args.r[0]} {args.r[1]})")
     if args.tolerance <= 0:
         raise ConfigError(f"--tolerance must be positive (got {args.tolerance})")
+    if not MIN_OPSET <= args.opset <= MAX_OPSET:
+        raise ConfigError(f"--opset {args.opset} is not supported: use {MIN_OPSET}..{MAX_OPSET} (default 17)")
     output = os.path.abspath(args.output)
     if os.path.isdir(output):
         raise ConfigError(f"--output {args.output} is a directory: give a file name such as {args.output}/model.onnx")
+    check_writable(output, "--output")
     device = resolve_device(args.device)
     model, output_index, (height, width), description = build_export_model(args)
     model = model.eval()
     exported = model if args.no_fold else fold_batchnorm(model)
     images = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(0))
 
-    os.makedirs(os.path.dirname(output), exist_ok=True)
+    with made_dirs(os.path.dirname(output)):
+        opset = _export_verified(args, exported, model, images, output_index, device, output, description)
+    axes = "static" if args.static else "dynamic batch/height/width"
+    print(f"wrote {output} ({description}, {axes}, opset {opset}, "
+          f"{'unfolded' if args.no_fold else 'BatchNorm folded'})")
+    return 0
+
+
+def written_opset(path):
+    """The default-domain opset recorded in an ONNX file (what was written, not what was asked)."""
+    import onnx
+
+    proto = onnx.load(path, load_external_data=False)
+    return next((entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx")), None)
+
+
+def _export_verified(args, exported, model, images, output_index, device, output, description):
+    height, width = images.shape[-2:]
     workdir = tempfile.mkdtemp(prefix=".export_onnx.", dir=os.path.dirname(output))
     try:
         tmp = os.path.join(workdir, "model.onnx")
         export_onnx(exported, tmp, images, output_index, dynamic=not args.static, opset=args.opset)
+        opset = written_opset(tmp)
+        if opset != args.opset:
+            logger.warning("asked for opset %d, the exporter wrote opset %s", args.opset, opset)
         diff, scale = verify_onnx(tmp, model, images, output_index, device)
         print(f"onnxruntime vs PyTorch on 1x3x{height}x{width}: max abs diff {diff:.3e} "
               f"(largest logit {scale:.3g})")
@@ -145,10 +174,7 @@ def main(args):
         os.replace(tmp, output)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    axes = "static" if args.static else "dynamic batch/height/width"
-    print(f"wrote {output} ({description}, {axes}, opset {args.opset}, "
-          f"{'unfolded' if args.no_fold else 'BatchNorm folded'})")
-    return 0
+    return opset
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 
 from utils.cli import run_main, setup_logging  # noqa: E402
 from utils.errors import DatasetError  # noqa: E402
+from utils.io import atomic_write_text, check_writable  # noqa: E402
 
 logger = logging.getLogger("tools.make_lists")
 _SHOWN = 5
@@ -206,11 +207,7 @@ def write_lists(lists, out_dir, force=False):
     written = []
     for split, text in texts.items():
         path = os.path.join(out_dir, f"{split}.lst")
-        os.makedirs(out_dir, exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)  # atomic: a reader never sees half a list
+        atomic_write_text(text, path)  # a reader never sees half a list; a full disk leaves no temp file
         written.append(path)
     return written
 
@@ -241,6 +238,9 @@ def get_args_parser():
 def main(args):
     if not os.path.isdir(args.root):
         raise DatasetError(f"dataset root not found: {args.root}. Pass the folder holding your data as --root")
+    name = {"cityscapes": "cityscapes", "camvid": "camvid"}.get(args.layout, "custom")
+    out_dir = args.out or os.path.join(args.root, "list", name)
+    check_writable(out_dir, "--out", is_dir=True)
     if args.layout == "cityscapes":
         lists, base, name = cityscapes_lists(args.root), os.path.join(args.root, "cityscapes"), "cityscapes"
     else:
@@ -254,7 +254,6 @@ def main(args):
         if problems:
             raise DatasetError(f"{len(problems)} problem(s) found by --check: {_first(problems)}")
         logger.info("checked %d entries: all readable, sizes match", len(labelled))
-    out_dir = args.out or os.path.join(args.root, "list", name)
     for path in write_lists(lists, out_dir, force=args.force):
         with open(path, encoding="utf-8") as handle:
             count = sum(1 for _ in handle)

@@ -30,10 +30,10 @@ TensorBoard scalars in ``LOG_DIR/<dataset>/<cfg name>/``. Exit codes: 0 done, 2 
 training error (one ``error:`` line), 130/143 stopped by SIGINT/SIGTERM after saving a checkpoint.
 """
 import argparse
+import contextlib
 import logging
 import os
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -45,11 +45,16 @@ from torch.utils.data import DataLoader  # noqa: E402
 from configs.default import experiment_name, load_config  # noqa: E402
 from utils import distributed as du  # noqa: E402
 from utils.cli import run_main, setup_logging  # noqa: E402
-from utils.errors import CheckpointError, ConfigError, DatasetError, TrainingError  # noqa: E402
+from utils.errors import (CheckpointError, ConfigError, DatasetError, NonFiniteLossError,  # noqa: E402
+                          OutputError, PIDNetError, TrainingError)
+from utils.io import check_writable, made_dirs  # noqa: E402
+from utils.runlock import RunLock  # noqa: E402
 
 logger = logging.getLogger("tools.train")
 
 CHECKPOINT_NAME = "checkpoint.pth.tar"
+# Files a fresh run would replace: the resumable checkpoint and the exported weights.
+RUN_FILES = (CHECKPOINT_NAME, "best.pt", "final_state.pt", "best_model_model.pt", "final_model_model.pt")
 
 
 def get_args_parser():
@@ -68,6 +73,9 @@ def get_args_parser():
                         help="fine-tune a compressed NetsPresso/torch.fx model given by --model and --head")
     parser.add_argument("--model", default=None, help="with --netspresso: the compressed model (body) file")
     parser.add_argument("--head", default=None, help="with --netspresso: the auxiliary head file")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start a fresh run even though OUTPUT_DIR/<dataset>/<cfg name>/ holds a previous "
+                             "run's checkpoint (it is replaced); without it such a run is refused")
     return parser
 
 
@@ -87,15 +95,24 @@ def output_dirs(cfg, cfg_file):
             os.path.join(cfg.LOG_DIR, cfg.DATASET.DATASET, name))
 
 
-def ensure_writable(path, key):
-    """Create ``path`` and prove a file can be written there, or raise one clear ConfigError."""
-    try:
-        os.makedirs(path, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write_test."):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"{key} location {path} is not writable ({exc.strerror or exc}): "
-                          f"set {key} to a writable folder") from None
+def claim_output(stack, out_dir, tb_dir, resume_path, overwrite):
+    """Rank 0: check and create the output folders, lock OUTPUT_DIR and refuse to overwrite a run.
+
+    Everything is registered on ``stack``: on failure the lock is released and the folders this
+    run created are removed again if they are still empty.
+    """
+    check_writable(out_dir, "OUTPUT_DIR", is_dir=True)
+    check_writable(tb_dir, "LOG_DIR", is_dir=True)
+    stack.enter_context(made_dirs(out_dir))
+    stack.enter_context(made_dirs(tb_dir))
+    stack.enter_context(RunLock(out_dir, what="OUTPUT_DIR"))
+    existing = [name for name in RUN_FILES if os.path.exists(os.path.join(out_dir, name))]
+    if resume_path is None and existing:
+        if not overwrite:
+            raise OutputError(
+                f"{out_dir} holds a previous run ({', '.join(existing)}) that a fresh run would overwrite: "
+                "continue it with TRAIN.RESUME True, choose another OUTPUT_DIR, or pass --overwrite to replace it")
+        logger.warning("--overwrite: this fresh run replaces %s in %s", ", ".join(existing), out_dir)
 
 
 def check_config(cfg, args):
@@ -255,6 +272,23 @@ def _restore(path, model, optimizer, scheduler, scaler, train_set, info, max_ite
     return epoch, iteration, float(state.get("best_mIoU", 0.0)), same_world
 
 
+def non_finite_message(exc, cfg, args, out_dir, resume_path):
+    """The non-finite-loss error with what is on disk and the likely culprit."""
+    checkpoint = os.path.join(out_dir, CHECKPOINT_NAME)
+    text = str(exc)
+    if os.path.isfile(checkpoint):
+        text += f"; {checkpoint} holds the last completed epoch (resume with TRAIN.RESUME True)"
+    else:
+        text += "; no checkpoint was written yet"
+    first_step = exc.epoch == cfg.TRAIN.BEGIN_EPOCH and exc.iteration == 0 and resume_path is None
+    if first_step and args.netspresso:
+        text += f". The very first step failed: suspect the --model file {args.model} or the --head file {args.head}"
+    elif first_step and cfg.MODEL.PRETRAINED:
+        text += (f". The very first step failed: suspect MODEL.PRETRAINED {cfg.MODEL.PRETRAINED} "
+                 "(re-download it, or set MODEL.PRETRAINED '' to train from scratch)")
+    return text + ". Otherwise lower TRAIN.LR, check the data, or disable TRAIN.AMP"
+
+
 # ---------------------------------------------------------------------------
 # Entry point.
 # ---------------------------------------------------------------------------
@@ -275,7 +309,23 @@ def main(args):
 
     info = du.init_distributed(args.device or cfg.DEVICE, args.dist_timeout)
     try:
-        return _train(cfg, args, info, out_dir, tb_dir, resume_path)
+        with contextlib.ExitStack() as stack:
+            failure = None
+            if info.is_main:  # one process owns the folder (and its lock) for the whole job
+                try:
+                    claim_output(stack, out_dir, tb_dir, resume_path, args.overwrite)
+                except (PIDNetError, OSError) as exc:
+                    failure = exc
+            if info.distributed:  # every rank learns the outcome: none waits for a rank 0 that gave up
+                (failed,) = du.any_rank([failure is not None], info.device)
+                if failed and failure is None:
+                    raise OutputError(f"rank {info.rank}: rank 0 could not claim OUTPUT_DIR {out_dir} "
+                                      "(see its error line)")
+            if failure is not None:
+                raise failure
+            return _train(cfg, args, info, out_dir, tb_dir, resume_path)
+    except NonFiniteLossError as exc:
+        raise TrainingError(non_finite_message(exc, cfg, args, out_dir, resume_path)) from None
     except torch.distributed.DistError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TrainingError(f"rank {info.rank}: a collective failed ({first}); another process probably died "
@@ -290,9 +340,6 @@ def _train(cfg, args, info, out_dir, tb_dir, resume_path):
     from utils.engine import FaultInjector, Trainer
     from utils.training import PolyLR, StopRequest, build_optimizer, seed_everything
 
-    if info.is_main:
-        ensure_writable(out_dir, "OUTPUT_DIR")
-        ensure_writable(tb_dir, "LOG_DIR")
     seed = cfg.SEED if args.seed is None else args.seed
     device = info.device
     if info.distributed:

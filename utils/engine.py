@@ -12,7 +12,7 @@ What we add so that a run cannot lose work:
 * SIGINT/SIGTERM stop the loop after the current step on every rank (all ranks agree on the step), a resumable
   mid-epoch checkpoint is written, and the process exits 130/143;
 * a non-finite loss (on any rank) stops training *before* its backward pass with a
-  :class:`~utils.errors.TrainingError` naming the epoch and iteration; the checkpoint on disk is
+  :class:`~utils.errors.NonFiniteLossError` naming the epoch and iteration; the checkpoint on disk is
   the last good one.
 
 Test hook: ``PIDNET_TEST_FAULT=<kind>:<epoch>:<iteration>[:<rank>]`` (``kind`` is ``sigkill``,
@@ -33,7 +33,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from utils import distributed as du
-from utils.errors import TrainingError
+from utils.errors import NonFiniteLossError
 from utils.evaluate import evaluate
 from utils.training import capture_rng_state, epoch_seed, make_checkpoint, reseed_data, save_checkpoint
 
@@ -156,10 +156,9 @@ def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, epoc
             non_finite, stop_now = du.any_rank(
                 [not math.isfinite(loss_value), stop is not None and stop.requested], device)
             if non_finite:
-                raise TrainingError(
+                raise NonFiniteLossError(
                     f"non-finite loss ({loss_value if not math.isfinite(loss_value) else 'on another rank'}) "
-                    f"at epoch {epoch}, iteration {iteration}: training stopped before this step; the last "
-                    "checkpoint.pth.tar is intact. Lower TRAIN.LR, check the data, or disable TRAIN.AMP")
+                    f"at epoch {epoch}, iteration {iteration}: training stopped before this step", epoch, iteration)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()

@@ -37,6 +37,14 @@ class TrainingError(PIDNetError):
     """Training cannot continue (e.g. a non-finite loss)."""
 
 
+class NonFiniteLossError(TrainingError):
+    """The loss became NaN/inf at ``epoch``/``iteration``; raised before that step's backward pass."""
+
+    def __init__(self, message, epoch, iteration):
+        super().__init__(message)
+        self.epoch, self.iteration = epoch, iteration
+
+
 class OutputError(PIDNetError):
     """An output location that cannot be written (a file in the way, no permission, a full disk)
     or that is in use / holds results a fresh run would overwrite."""
