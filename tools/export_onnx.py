@@ -67,8 +67,10 @@ def build_export_model(args):
         if args.cfg or args.a or args.p:
             raise ConfigError("--netspresso --model FILE exports that module: drop --cfg/--a/--p")
         from models.checkpoint import load_module_file
+        from models.netspresso import check_body
 
         model = load_module_file(args.model, what="model")
+        check_body(model, args.model)
         return model, _index(args, 1), tuple(args.r or (1024, 2048)), args.model
     if args.model:
         raise ConfigError("--model is for compressed modules and needs --netspresso; "

@@ -109,8 +109,11 @@ def build_speed_model(args):
     """The model to time: ``--model`` file, or ``--a``/``--c`` (+ ``--p`` weights), in eval mode."""
     if args.model:
         from models.checkpoint import load_module_file
+        from models.netspresso import check_body
 
-        return load_module_file(args.model, what="model").eval()
+        model = load_module_file(args.model, what="model")
+        check_body(model, args.model)
+        return model.eval()
     from models.pidnet import build_pidnet
 
     if args.c <= 0:

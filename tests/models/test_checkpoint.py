@@ -164,3 +164,64 @@ def test_atomic_save_keeps_old_file_when_write_fails(tmp_path):
         atomic_save({"bad": Unpicklable()}, path)
     assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))
     assert sorted(os.listdir(tmp_path)) == ["best.pt"]
+
+
+# --------------------------------------------------------------------------- non-finite weights
+
+def _poison(state, key, value=float("nan")):
+    state = {k: v.clone() for k, v in state.items()}
+    state[key].view(-1)[3] = value
+    return state
+
+
+@pytest.mark.parametrize("fmt", ["imagenet_pth_tar", "official_finetuned", "ours_training",
+                                 "ddp_module_prefix", "ddp_of_official"])
+@pytest.mark.parametrize("loader", [load_for_eval, load_pretrained])
+def test_nan_in_every_state_dict_format_names_file_and_tensor(tmp_path, fmt, loader):
+    source = _randomised(seed=1)
+    key = "layer3.0.conv1.weight"
+    source.load_state_dict(_poison(source.state_dict(), key))
+    path = tmp_path / f"{fmt}.pt"
+    atomic_save(_formats(source)[fmt], path)
+    with pytest.raises(CheckpointError, match=rf"{path} holds non-finite weights: tensor '[\w.]*{key}' has 1 "):
+        loader(_randomised(seed=2), str(path))
+
+
+def test_inf_in_optimizer_state_of_a_training_checkpoint(tmp_path):
+    from utils.training import load_checkpoint
+
+    state = {"model": _randomised().state_dict(), "optimizer": {"state": {0: {"momentum_buffer": torch.ones(3)}}},
+             "scheduler": {}, "epoch": 2}
+    state["optimizer"]["state"][0]["momentum_buffer"][1] = float("inf")
+    atomic_save(state, tmp_path / "checkpoint.pth.tar")
+    with pytest.raises(CheckpointError, match="tensor 'optimizer.state.0.momentum_buffer' has 1 NaN/inf"):
+        load_checkpoint(str(tmp_path / "checkpoint.pth.tar"))
+
+
+@pytest.mark.parametrize("part", ["body", "head"])
+def test_nan_in_whole_module_files(tmp_path, part):
+    from models.netspresso import export_pidnet, load_netspresso
+
+    body, head = export_pidnet(_randomised())
+    module = body if part == "body" else head
+    name, param = next((n, p) for n, p in module.named_parameters() if n.endswith("weight"))
+    with torch.no_grad():
+        param.view(-1)[0] = float("nan")
+    torch.save(body, tmp_path / "model_modelfx.pt")
+    torch.save(head, tmp_path / "model_headfx.pt")
+    bad = tmp_path / ("model_modelfx.pt" if part == "body" else "model_headfx.pt")
+    with pytest.raises(CheckpointError, match=rf"{bad} holds non-finite weights: tensor '{name}'"):
+        load_netspresso(str(tmp_path / "model_modelfx.pt"), str(tmp_path / "model_headfx.pt"))
+
+
+def test_finite_integer_and_empty_tensors_pass(tmp_path):
+    torch.save({"model": _randomised().state_dict(), "rng": [torch.zeros(5, dtype=torch.uint8)],
+                "empty": torch.empty(0)}, tmp_path / "ok.pt")
+    assert "model" in read_checkpoint(str(tmp_path / "ok.pt"))
+
+
+def test_folder_given_as_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match=f"checkpoint {tmp_path} is a folder: .*best.pt"):
+        read_checkpoint(str(tmp_path))
+    with pytest.raises(CheckpointError, match=f"--model {tmp_path} is a folder"):
+        load_module_file(str(tmp_path))

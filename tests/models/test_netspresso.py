@@ -144,3 +144,17 @@ def test_load_netspresso_bad_files(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a pickle")
     with pytest.raises(CheckpointError, match="cannot load"):
         load_netspresso(tmp_path / "junk.pt")
+
+
+def test_head_as_model_and_swapped_files_are_named(tiny, tmp_path):
+    """The one check behind train, eval, custom, export_onnx and compress."""
+    body, head = export_pidnet(tiny)
+    torch.save(body, tmp_path / "model_modelfx.pt")
+    torch.save(head, tmp_path / "model_headfx.pt")
+    with pytest.raises(CheckpointError, match=f"{tmp_path / 'model_headfx.pt'} holds the auxiliary heads.*as --model"):
+        load_netspresso(tmp_path / "model_headfx.pt")
+    with pytest.raises(CheckpointError, match=f"{tmp_path / 'model_headfx.pt'} holds the auxiliary heads"):
+        load_netspresso(tmp_path / "model_headfx.pt", tmp_path / "model_modelfx.pt")
+    with pytest.raises(CheckpointError, match=f"{tmp_path / 'model_modelfx.pt'} given as --head is a model body"):
+        load_netspresso(tmp_path / "model_modelfx.pt", tmp_path / "model_modelfx.pt")
+    assert load_netspresso(tmp_path / "model_modelfx.pt", tmp_path / "model_headfx.pt").augment
