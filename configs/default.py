@@ -134,7 +134,7 @@ def log_ignored_keys(cfg):
     for key, instead in IGNORED_KEYS.items():
         value = _get(cfg, key)
         if value != _get(_C, key):
-            logger.warning("%s %s is accepted for compatibility and ignored: %s", key, value, instead)
+            logger.info("%s %s is accepted for compatibility and ignored: %s", key, value, instead)
 
 
 def _is_number(value):

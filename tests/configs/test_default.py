@@ -97,3 +97,87 @@ def test_odd_number_of_overrides():
 
 def test_experiment_name():
     assert experiment_name("configs/cityscapes/pidnet_small_cityscapes.yaml") == "pidnet_small_cityscapes"
+
+
+# --------------------------------------------------------------------------- shapes, ranges, ignored keys
+
+@pytest.mark.parametrize("opts, message", [
+    (["TRAIN.IMAGE_SIZE", "[1024]"], r"TRAIN.IMAGE_SIZE \[1024\] .* two positive integers"),
+    (["TEST.IMAGE_SIZE", "[2048,1024,3]"], r"TEST.IMAGE_SIZE \[2048, 1024, 3\]"),
+    (["TRAIN.IMAGE_SIZE", "[0,64]"], r"TRAIN.IMAGE_SIZE \[0, 64\]"),
+    (["TRAIN.IMAGE_SIZE", "[64.5,64]"], r"TRAIN.IMAGE_SIZE \[64.5, 64\]"),
+    (["LOSS.BALANCE_WEIGHTS", "[1.0]"], r"LOSS.BALANCE_WEIGHTS \[1.0\] .* two weights"),
+    (["LOSS.BALANCE_WEIGHTS", "[0.4,1.0,1.0]"], r"LOSS.BALANCE_WEIGHTS"),
+    (["LOSS.BALANCE_WEIGHTS", "[-0.4,1.0]"], r"LOSS.BALANCE_WEIGHTS"),
+    (["TEST.MULTI_SCALE", "True", "TEST.SCALE_LIST", "[]"], r"TEST.MULTI_SCALE True with an empty TEST.SCALE_LIST"),
+    (["TEST.SCALE_LIST", "[0.5,0.0]"], r"TEST.SCALE_LIST \[0.5, 0.0\] .* positive"),
+    (["DATASET.NUM_CLASSES", "0"], r"DATASET.NUM_CLASSES 0 .* positive"),
+    (["DATASET.DATASET", "kitti"], r"unknown dataset 'kitti' .* camvid, cityscapes, custom"),
+    (["DATASET.CLASS_NAMES", "['a','b']"], r"DATASET.CLASS_NAMES .* only apply to DATASET.DATASET custom"),
+    (["DATASET.CLASS_COLORS", "[[0,0,0]]", "DATASET.CLASS_WEIGHTS", "[1.0]"],
+     r"DATASET.CLASS_COLORS, DATASET.CLASS_WEIGHTS .* cityscapes has its own classes"),
+])
+def test_wrong_shapes_and_ranges_are_refused_at_load(opts, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(CITYSCAPES[0], opts)
+
+
+def test_custom_dataset_takes_class_info():
+    cfg = load_config(None, ["DATASET.DATASET", "custom", "DATASET.NUM_CLASSES", "2",
+                             "DATASET.CLASS_NAMES", "['a','b']"])
+    assert list(cfg.DATASET.CLASS_NAMES) == ["a", "b"]
+
+
+@pytest.mark.parametrize("text, message", [("", "is empty"), ("# only a comment\n", "is empty"),
+                                           ("- a\n- b\n", "holds a YAML list"), ("3\n", "holds a YAML int")])
+def test_empty_or_non_mapping_yaml(tmp_path, text, message):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    with pytest.raises(ConfigError, match=f"config file {bad} {message}"):
+        load_config(str(bad))
+
+
+def test_folder_as_cfg(tmp_path):
+    with pytest.raises(ConfigError, match=f"--cfg {tmp_path} is a folder"):
+        load_config(str(tmp_path))
+
+
+IGNORED = {"GPUS": ("(0,1)", "torchrun --nproc_per_node"), "AUTO_RESUME": ("True", "TRAIN.RESUME True"),
+           "MODEL.NUM_OUTPUTS": ("3", "TEST.OUTPUT_INDEX"), "LOSS.CLASS_BALANCE": ("True", "DATASET.CLASS_WEIGHTS"),
+           "DATASET.EXTRA_TRAIN_SET": ("list/extra.lst", "DATASET.TRAIN_SET"),
+           "TRAIN.EXTRA_LR": ("0.5", "TRAIN.LR"), "TRAIN.EXTRA_EPOCH": ("3", "TRAIN.END_EPOCH")}
+
+
+@pytest.mark.parametrize("key", sorted(IGNORED))
+def test_ignored_keys_are_named_once_with_what_to_use(caplog, key):
+    value, instead = IGNORED[key]
+    with caplog.at_level("INFO", logger="configs.default"):
+        load_config(None, [key, value])
+    lines = [r.getMessage() for r in caplog.records if "accepted for compatibility" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].startswith(f"{key} ") and "ignored" in lines[0] and instead in lines[0]
+
+
+def test_ignored_keys_are_quiet_at_their_defaults(caplog):
+    with caplog.at_level("INFO", logger="configs.default"):
+        load_config(None, ["MODEL.NUM_OUTPUTS", "2"])
+    assert "accepted for compatibility" not in caplog.text
+
+
+def test_ignored_keys_table_covers_every_key_nothing_reads(repo_root):
+    """Every leaf key of the defaults is read by some tool, or is in IGNORED_KEYS (and then read by none)."""
+    import subprocess
+
+    from configs.default import IGNORED_KEYS
+
+    def leaves(node, prefix=""):
+        for k, v in node.items():
+            if hasattr(v, "items"):
+                yield from leaves(v, f"{prefix}{k}.")
+            else:
+                yield prefix + k
+
+    code = subprocess.run(["git", "grep", "-h", "cfg\\.", "--", "tools", "utils", "models", "datasets", "configs",
+                           "benchmarks"], cwd=repo_root, capture_output=True, text=True).stdout
+    for key in leaves(get_cfg()):
+        read = f"cfg.{key}" in code
+        assert read != (key in IGNORED_KEYS), f"{key}: read={read}, listed as ignored={key in IGNORED_KEYS}"

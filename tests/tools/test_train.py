@@ -158,10 +158,21 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(work):
     assert run.returncode == 2
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith("error: non-finite loss") and "epoch 1, iteration 0" in last
+    assert f"{os.path.join(out, EXP, 'checkpoint.pth.tar')} holds the last completed epoch" in last
     assert "Traceback" not in run.stderr
     state = ckpt(out)
     assert state["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_non_finite_loss_at_the_first_step_names_the_model_files_and_no_checkpoint(work):
+    out = work / "nan_first"
+    run = train([*tiny_args(work), *overrides(work, out)], fault="nan:0:0")
+    assert run.returncode == 2
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: non-finite loss") and "no checkpoint was written yet" in last
+    assert "intact" not in last and f"--model file {work / 'tiny_model.pt'}" in last
+    assert not os.path.exists(os.path.join(out, EXP, "checkpoint.pth.tar"))
 
 
 def test_pidnet_s_trains_and_writes_official_format(work):
@@ -261,4 +272,4 @@ def test_unwritable_output_dir_is_one_clear_line(work, tmp_path, capsys, in_proc
     code = in_process(["--cfg", CFG, "--device", "cpu", *overrides(work, blocker / "out")])
     assert code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last.startswith("error: OUTPUT_DIR location") and "not writable" in last
+    assert last.startswith("error: OUTPUT_DIR ") and f"{blocker} is a file, not a folder" in last
