@@ -1,6 +1,8 @@
 import os
+import random
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -43,4 +45,17 @@ def one_thread():
 def _few_threads():
     # CI has 2 cores; keep torch from oversubscribing when tests spawn processes.
     torch.set_num_threads(2)
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same random state, whatever ran before it in this process.
+
+    Tests that draw random weights or data without their own seed are then repeatable, and their
+    outcome does not depend on which other tests ran first (or were selected with -k).
+    """
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
     yield

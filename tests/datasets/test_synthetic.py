@@ -1,6 +1,5 @@
 """The synthetic street-scene generator and tools/make_synthetic.py."""
 import os
-import time
 
 import cv2
 import numpy as np
@@ -93,16 +92,13 @@ def test_layouts_hold_the_same_scene(synthetic_root):
     assert {tuple(c) for c in np.unique(color.reshape(-1, 3), axis=0)} <= allowed
 
 
-def test_generation_independent_of_workers_and_fast(tmp_path):
-    start = time.perf_counter()
+def test_generation_independent_of_workers(tmp_path):
     generate(str(tmp_path / "a"), num_train=10, num_val=2, num_test=0, size=(256, 128), seed=1, workers=2)
-    elapsed = time.perf_counter() - start
     generate(str(tmp_path / "b"), num_train=10, num_val=2, num_test=0, size=(256, 128), seed=1, workers=0)
     for sub in ("cityscapes/leftImg8bit/train/synth/synth0_000009_000019_leftImg8bit.png",
                 "camvid/labels/val_000001_L.png", "list/camvid/trainval.lst"):
         assert open(tmp_path / "a" / sub, "rb").read() == open(tmp_path / "b" / sub, "rb").read()
     assert not os.path.exists(tmp_path / "a" / "list" / "cityscapes" / "test.lst")
-    assert elapsed < 15  # ~1 s when the machine is idle
 
 
 def test_refuses_to_overwrite_real_lists(tmp_path):

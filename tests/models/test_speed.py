@@ -65,14 +65,18 @@ def _run_main(speed, argv):
 
 
 def test_main_times_pidnet_and_prints_fps(speed, capsys):
+    torch.manual_seed(0)  # the tool builds a randomly initialised PIDNet-S
     assert _run_main(speed, ["--a", "pidnet-s", "--c", "5", "--r", "64", "128", "--device", "cpu",
                              "--backend", "fused", "--warmup", "1", "--iters", "2"]) == 0
     out = capsys.readouterr().out
     assert "backend: fused" in out
     latency, fps = re.search(r"latency: ([\d.]+) ms \| FPS: ([\d.]+)", out).groups()
     assert float(fps) > 0 and float(latency) * float(fps) == pytest.approx(1000.0, rel=0.01)
-    diff = float(re.search(r"max abs diff vs eager \(unfolded\) model: (\S+)", out).group(1))
-    assert diff < 1e-2  # random-init PIDNet-S logits reach ~1e2; the folded model stays within fp32 rounding
+    diff, scale = map(float, re.search(r"max abs diff vs eager \(unfolded\) model: (\S+) \(largest logit (\S+)\)",
+                                       out).groups())
+    # Random-init PIDNet-S logits reach 1e2-1e3: fp32 rounding of the folded model is relative to them
+    # (a wrong fold is off by the order of the logits themselves).
+    assert diff <= 1e-4 * scale
 
 
 def test_main_auto_backend_with_calibration(speed, capsys):

