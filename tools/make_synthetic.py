@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from utils.cli import run_main, setup_logging  # noqa: E402
 from utils.errors import DatasetError  # noqa: E402
+from utils.io import check_writable  # noqa: E402
 
 logger = logging.getLogger("tools.make_synthetic")
 
@@ -53,6 +54,10 @@ def main(args):
 
     if args.num_train == 0 and args.num_val == 0 and not args.samples:
         raise DatasetError("nothing to do: --num-train and --num-val are 0 and no --samples DIR given")
+    if args.num_train or args.num_val:
+        check_writable(args.root, "--root", is_dir=True)
+    if args.samples:
+        check_writable(args.samples, "--samples", is_dir=True)
     if args.num_train or args.num_val:
         lists = generate(args.root, num_train=args.num_train, num_val=args.num_val,
                          num_test=args.num_test, size=args.size, seed=args.seed,

@@ -277,16 +277,18 @@ def non_finite_message(exc, cfg, args, out_dir, resume_path):
     checkpoint = os.path.join(out_dir, CHECKPOINT_NAME)
     text = str(exc)
     if os.path.isfile(checkpoint):
-        text += f"; {checkpoint} holds the last completed epoch (resume with TRAIN.RESUME True)"
+        text += f"; {checkpoint} is untouched: the last good state (resume with TRAIN.RESUME True)"
     else:
         text += "; no checkpoint was written yet"
     first_step = exc.epoch == cfg.TRAIN.BEGIN_EPOCH and exc.iteration == 0 and resume_path is None
+    fixes = "lower TRAIN.LR, check the data, or disable TRAIN.AMP"
     if first_step and args.netspresso:
-        text += f". The very first step failed: suspect the --model file {args.model} or the --head file {args.head}"
-    elif first_step and cfg.MODEL.PRETRAINED:
-        text += (f". The very first step failed: suspect MODEL.PRETRAINED {cfg.MODEL.PRETRAINED} "
-                 "(re-download it, or set MODEL.PRETRAINED '' to train from scratch)")
-    return text + ". Otherwise lower TRAIN.LR, check the data, or disable TRAIN.AMP"
+        return text + (f". The very first step failed: suspect the --model file {args.model} or the --head file "
+                       f"{args.head}; otherwise {fixes}")
+    if first_step and cfg.MODEL.PRETRAINED:
+        return text + (f". The very first step failed: suspect MODEL.PRETRAINED {cfg.MODEL.PRETRAINED} (re-download "
+                       f"it, or set MODEL.PRETRAINED '' to train from scratch); otherwise {fixes}")
+    return text + f". {fixes[0].upper()}{fixes[1:]}"
 
 
 # ---------------------------------------------------------------------------

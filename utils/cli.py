@@ -78,7 +78,8 @@ def describe_os_error(exc):
     where = exc.filename if exc.filename is not None else None
     if where is not None and exc.filename2 is not None:
         where = f"{exc.filename} -> {exc.filename2}"
-    reason = exc.strerror or (str(exc.args[0]) if exc.args else type(exc).__name__)
+    # No strerror: raised with a message (e.g. re-raised from a DataLoader worker): keep one line of it.
+    reason = exc.strerror or one_line(exc)
     fix = _FIXES.get(exc.errno, "check the path and the storage it is on")
     return f"{where}: {reason}; {fix}" if where is not None else f"{reason}; {fix}"
 

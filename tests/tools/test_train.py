@@ -157,7 +157,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(work):
     assert run.returncode == 2
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith("error: non-finite loss") and "epoch 1, iteration 0" in last
-    assert f"{os.path.join(out, EXP, 'checkpoint.pth.tar')} holds the last completed epoch" in last
+    assert f"{os.path.join(out, EXP, 'checkpoint.pth.tar')} is untouched: the last good state" in last
     assert "Traceback" not in run.stderr
     state = ckpt(out)
     assert state["epoch"] == 1

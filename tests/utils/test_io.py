@@ -106,3 +106,15 @@ def test_run_main_turns_any_os_error_into_one_line(capsys, code, fix):
     assert run_main(main, None) == EXIT_USER_ERROR
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"error: {path}: {os.strerror(code)}; ") and fix in err
+
+
+def test_os_error_re_raised_by_a_dataloader_worker_is_one_line(capsys):
+    text = ("Caught OSError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+            '  File "x.py", line 1, in f\n    cv2.imwrite(...)\n'
+            "OSError: could not encode a PNG for out/a.png")
+
+    def main(args):
+        raise OSError(text)
+
+    assert run_main(main, None) == EXIT_USER_ERROR
+    assert capsys.readouterr().err == "error: could not encode a PNG for out/a.png; check the path and the storage it is on\n"
