@@ -15,6 +15,9 @@ Examples (from the repository root)::
     # continue the run in OUTPUT_DIR/<dataset>/<cfg name>/ from its checkpoint.pth.tar
     python tools/train.py --cfg configs/cityscapes/pidnet_small_cityscapes.yaml TRAIN.RESUME True
 
+    # start over in a folder that holds a previous run (refused without --overwrite)
+    python tools/train.py --cfg configs/cityscapes/pidnet_small_cityscapes.yaml --overwrite
+
     # a quick CPU run on generated data
     python tools/make_synthetic.py --root data/synthetic --num-train 96 --num-val 16 --size 256 128
     python tools/train.py --cfg configs/synthetic/pidnet_small_synthetic.yaml --device cpu TRAIN.END_EPOCH 2
@@ -25,7 +28,8 @@ Examples (from the repository root)::
 
 Outputs in ``OUTPUT_DIR/<dataset>/<cfg name>/``: ``checkpoint.pth.tar`` (resumable, every epoch and
 on SIGINT/SIGTERM), ``best.pt`` and ``final_state.pt`` (``model.``-prefixed state dicts as the
-official ones; ``best_model_*.pt``/``final_model_*.pt`` with ``--netspresso``) and a log file;
+official ones; ``best_model_*.pt``/``final_model_*.pt`` with ``--netspresso``), a log file and, while
+the run lasts, the lock ``.pidnet.lock`` that keeps a second run out of the folder;
 TensorBoard scalars in ``LOG_DIR/<dataset>/<cfg name>/``. Exit codes: 0 done, 2 bad input or
 training error (one ``error:`` line), 130/143 stopped by SIGINT/SIGTERM after saving a checkpoint.
 """
