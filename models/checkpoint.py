@@ -13,8 +13,9 @@ Accepted files (all loaded with ``map_location`` and ``weights_only=True``):
 Keys are normalised by :func:`checkpoint_filter_fn`. Loading never silently does nothing: zero
 matching tensors is a :class:`CheckpointError`, and evaluation refuses missing keys or a
 class-count mismatch. Every file read here (whole modules included) must hold finite floating-point
-tensors: a NaN/inf anywhere is refused naming the file and the first bad tensor. Whole-module pickles (NetsPresso / torch.fx files) run code when loaded
-and are only read by :func:`load_module_file`, for paths the user named explicitly.
+tensors: a NaN/inf anywhere is refused naming the file and the first bad tensor. Whole-module
+pickles (NetsPresso / torch.fx files) run code when loaded and are only read by
+:func:`load_module_file`, for paths the user named explicitly.
 """
 import logging
 import os

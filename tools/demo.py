@@ -282,7 +282,8 @@ def run_steps(args, p, runner):
     out["compress_report"] = os.path.splitext(compressed)[0] + ".json"
 
     runner.run("finetune", f"Fine-tune the compressed model for {p['finetune_epochs']} epoch(s)",
-               ["tools/train.py", "--overwrite"] + base + ["--netspresso", "--model", compressed, "--head", head] + ft_opts)
+               ["tools/train.py", "--overwrite"] + base
+               + ["--netspresso", "--model", compressed, "--head", head] + ft_opts)
     ft_model = os.path.join(finetune_dir, "best_model_model.pt")
     ft_head = os.path.join(finetune_dir, "best_model_head.pt")
     out["compressed_model"] = ft_model

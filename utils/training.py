@@ -262,7 +262,8 @@ def load_checkpoint(path):
     if not isinstance(state, dict) or any(key not in state for key in required):
         raise CheckpointError(f"{path} is not a resumable training checkpoint (it lacks "
                               f"{[k for k in required if not isinstance(state, dict) or k not in state]}): "
-                              "delete it or set TRAIN.RESUME False to start over")
+                              "move it aside, or start over in another OUTPUT_DIR "
+                              "(or drop TRAIN.RESUME True and pass tools/train.py --overwrite, which replaces it)")
     return state
 
 
@@ -276,7 +277,8 @@ def restore_checkpoint(state, model, optimizer, scheduler, scaler=None, path="ch
     except (RuntimeError, ValueError, KeyError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{path} does not fit this model/config ({first}): resume with the "
-                              "config it was written with, or set TRAIN.RESUME False") from None
+                              "config it was written with, or start over in another OUTPUT_DIR (or drop "
+                              "TRAIN.RESUME True and pass tools/train.py --overwrite, which replaces it)") from None
     if scaler is not None and scaler.is_enabled():
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])

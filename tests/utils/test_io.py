@@ -117,4 +117,5 @@ def test_os_error_re_raised_by_a_dataloader_worker_is_one_line(capsys):
         raise OSError(text)
 
     assert run_main(main, None) == EXIT_USER_ERROR
-    assert capsys.readouterr().err == "error: could not encode a PNG for out/a.png; check the path and the storage it is on\n"
+    err = capsys.readouterr().err
+    assert err == "error: could not encode a PNG for out/a.png; check the path and the storage it is on\n"
