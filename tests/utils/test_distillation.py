@@ -186,3 +186,13 @@ def test_resume_checks_and_restores_adapters(one_thread):
     other = Distiller(teacher, tiny(seed=4), fingerprint="xyz", features="cs")
     with pytest.raises(CheckpointError, match="teacher weights abc -> xyz"):
         restore_distillation(state, other)
+
+
+@pytest.mark.gpu
+def test_distiller_on_cuda_student_equals_teacher():
+    student = tiny().cuda().eval()
+    distiller = Distiller(frozen_body(student), student, features="cs")
+    distiller.body.always = True
+    images, labels = (t.cuda() for t in batch())
+    loss, _ = distiller(images, student(images), labels)
+    assert loss.device.type == "cuda" and abs(loss.item()) < 1e-4
