@@ -143,6 +143,7 @@ def main(args):
                   "--json", result, *opts], env, f"eval {name}")
             rows.append({"model": f"pruned + {args.epochs} epochs, {variant}", "seed": seed,
                          "mIoU": _miou(result), "finetune_s": round(seconds, 1)})
+            logger.info("%s: mIoU %.2f%%", name, 100 * rows[-1]["mIoU"])
 
     lines = ["| model | seed | mIoU (%) | fine-tune wall time (s) |", "|---|---:|---:|---:|"]
     for row in rows:
