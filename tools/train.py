@@ -26,6 +26,12 @@ Examples (from the repository root)::
     python tools/train.py --cfg configs/cityscapes/pidnet_small_cityscapes.yaml \\
         --netspresso --model compressed/model.pt --head compressed/head.pt TRAIN.END_EPOCH 100
 
+    # the same, distilling from the uncompressed model (logits + the body's three outputs)
+    python tools/train.py --cfg configs/cityscapes/pidnet_small_cityscapes.yaml \\
+        --netspresso --model compressed/model.pt --head compressed/head.pt TRAIN.END_EPOCH 100 \\
+        --teacher output/cityscapes/pidnet_small_cityscapes/best.pt --kd-weight 1 --kd-temperature 1 \\
+        --kd-features cs
+
 Outputs in ``OUTPUT_DIR/<dataset>/<cfg name>/``: ``checkpoint.pth.tar`` (resumable, every epoch and
 on SIGINT/SIGTERM), ``best.pt`` and ``final_state.pt`` (``model.``-prefixed state dicts as the
 official ones; ``best_model_*.pt``/``final_model_*.pt`` with ``--netspresso``), a log file and, while
@@ -80,6 +86,15 @@ def get_args_parser():
     parser.add_argument("--overwrite", action="store_true",
                         help="start a fresh run even though OUTPUT_DIR/<dataset>/<cfg name>/ holds a previous "
                              "run's checkpoint (it is replaced); without it such a run is refused")
+    parser.add_argument("--teacher", default=None,
+                        help="distil from this frozen PIDNet (any weights file the loader takes, variant "
+                             "MODEL.NAME, or a whole-module file) while training")
+    parser.add_argument("--kd-weight", type=float, default=None, help="with --teacher: weight of the "
+                        "distillation loss (default 1.0)")
+    parser.add_argument("--kd-temperature", type=float, default=None,
+                        help="with --teacher: softmax temperature of the pixel-wise KL (default 1.0)")
+    parser.add_argument("--kd-features", default=None, help="with --teacher: also distil the body's three "
+                        "outputs with cs (cosine similarity) or norm_mse (normalised MSE)")
     return parser
 
 
@@ -126,6 +141,7 @@ def check_config(cfg, args):
                               "provide the P and boundary outputs the PIDNet loss needs)")
     elif args.model or args.head:
         raise ConfigError("--model/--head are for compressed models and need --netspresso")
+    check_distillation_args(args)
     train = cfg.TRAIN
     if train.BATCH_SIZE_PER_GPU < 1:
         raise ConfigError(f"TRAIN.BATCH_SIZE_PER_GPU must be >= 1 (got {train.BATCH_SIZE_PER_GPU})")
@@ -144,6 +160,44 @@ def check_config(cfg, args):
                           "the official configs use 255")
     if cfg.WORKERS < 0:
         raise ConfigError(f"WORKERS must be >= 0 (got {cfg.WORKERS})")
+
+
+def check_distillation_args(args):
+    from utils.distillation import check_settings
+
+    given = [f"--{n.replace('_', '-')}" for n in ("kd_weight", "kd_temperature", "kd_features")
+             if getattr(args, n, None) is not None]
+    if given and not args.teacher:
+        raise ConfigError(f"{', '.join(given)} need --teacher CKPT (the model to distil from)")
+    if args.teacher:
+        check_settings(*distillation_settings(args))
+
+
+def distillation_settings(args):
+    """``(weight, temperature, features)`` with the defaults filled in."""
+    return (1.0 if args.kd_weight is None else args.kd_weight,
+            1.0 if args.kd_temperature is None else args.kd_temperature, args.kd_features)
+
+
+def load_teacher_arg(cfg, args, device):
+    """``(teacher body, weights fingerprint)`` for --teacher (variant MODEL.NAME), or ``None``."""
+    if not args.teacher:
+        return None
+    from utils.distillation import load_teacher
+
+    return load_teacher(args.teacher, cfg.MODEL.NAME, cfg.DATASET.NUM_CLASSES, device)
+
+
+def build_distiller(cfg, args, teacher, student):
+    """The distillation loss over ``student`` (before DDP wrapping), or ``None`` without --teacher."""
+    if teacher is None:
+        return None
+    from utils.distillation import Distiller
+
+    weight, temperature, features = distillation_settings(args)
+    body, fingerprint = teacher
+    return Distiller(body, student, weight, temperature, features, ignore_label=cfg.TRAIN.IGNORE_LABEL,
+                     align_corners=cfg.MODEL.ALIGN_CORNERS, fingerprint=fingerprint)
 
 
 def resume_source(cfg, out_dir):
@@ -251,10 +305,12 @@ def _open_writer(log_dir):
     return SummaryWriter(log_dir)
 
 
-def _restore(path, model, optimizer, scheduler, scaler, train_set, info, max_iters, seed):
+def _restore(path, model, optimizer, scheduler, scaler, train_set, info, max_iters, seed, distiller=None):
+    from utils.distillation import restore_distillation
     from utils.training import load_checkpoint, restore_checkpoint, restore_rng_state
 
     state = load_checkpoint(path)
+    restore_distillation(state, distiller, path)
     restore_checkpoint(state, model, optimizer, scheduler, scaler, path=path)
     if scheduler.max_iters != max_iters:
         logger.warning("the LR schedule now spans %d iterations (the checkpoint's %d): TRAIN.END_EPOCH, the "
@@ -346,6 +402,7 @@ def _train(cfg, args, info, out_dir, tb_dir, resume_path):
     from utils.engine import FaultInjector, Trainer
     from utils.training import PolyLR, StopRequest, build_optimizer, seed_everything
 
+    teacher = load_teacher_arg(cfg, args, info.device)  # before anything is written: a wrong one is bad input
     seed = cfg.SEED if args.seed is None else args.seed
     device = info.device
     if info.distributed:
@@ -384,6 +441,7 @@ def _train(cfg, args, info, out_dir, tb_dir, resume_path):
         logger.info("SyncBatchNorm needs CUDA: each CPU process normalises over its own batch")
     model = model.to(device)
     model_without_ddp = model
+    distiller = build_distiller(cfg, args, teacher, model_without_ddp)
     if info.distributed:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -393,7 +451,9 @@ def _train(cfg, args, info, out_dir, tb_dir, resume_path):
         ohem_thres=cfg.LOSS.OHEMTHRES, ohem_keep=cfg.LOSS.OHEMKEEP,
         class_weights=getattr(train_set, "class_weights", None), balance_weights=list(cfg.LOSS.BALANCE_WEIGHTS),
         sb_weights=cfg.LOSS.SB_WEIGHTS, align_corners=cfg.MODEL.ALIGN_CORNERS).to(device)
-    optimizer = build_optimizer(model_without_ddp, cfg.TRAIN.OPTIMIZER, cfg.TRAIN.LR, cfg.TRAIN.MOMENTUM,
+    # The distillation adapters (if any) are trained with the student, in the same parameter group.
+    trained = model_without_ddp if distiller is None else nn.ModuleList([model_without_ddp, distiller.adapters])
+    optimizer = build_optimizer(trained, cfg.TRAIN.OPTIMIZER, cfg.TRAIN.LR, cfg.TRAIN.MOMENTUM,
                                 cfg.TRAIN.WD, cfg.TRAIN.NESTEROV)
     scheduler = PolyLR(optimizer, max_iters=cfg.TRAIN.END_EPOCH * iters)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
@@ -402,7 +462,7 @@ def _train(cfg, args, info, out_dir, tb_dir, resume_path):
     if resume_path is not None:
         start_epoch, start_iter, best, restored_rng = _restore(
             resume_path, model_without_ddp, optimizer, scheduler, scaler, train_set, info,
-            max_iters=cfg.TRAIN.END_EPOCH * iters, seed=seed)
+            max_iters=cfg.TRAIN.END_EPOCH * iters, seed=seed, distiller=distiller)
     elif start_epoch:
         # BEGIN_EPOCH > 0 without a checkpoint: the LR continues as if those epochs had run.
         for _ in range(start_epoch * iters):
@@ -420,7 +480,7 @@ def _train(cfg, args, info, out_dir, tb_dir, resume_path):
         align_corners=cfg.MODEL.ALIGN_CORNERS, seed=seed, amp=amp, eval_interval=cfg.TRAIN.EVAL_INTERVAL,
         eval_last_epochs=cfg.TRAIN.EVAL_LAST_EPOCHS, print_freq=cfg.PRINT_FREQ, config_text=cfg.dump(),
         class_names=list(getattr(train_set, "class_names", None) or []), writer=writer,
-        fault=FaultInjector.from_env(), progress=not args.no_progress, best_miou=best)
+        fault=FaultInjector.from_env(), progress=not args.no_progress, best_miou=best, distiller=distiller)
     if start_epoch >= trainer.end_epoch:
         logger.info("training already reached epoch %d (TRAIN.STOP_EPOCH/END_EPOCH)", trainer.end_epoch)
     start = time.perf_counter()

@@ -152,6 +152,19 @@ def mean_over_ranks(values, device):
     return tensor.tolist()
 
 
+def average_gradients(parameters):
+    """Average the gradients of ``parameters`` over all ranks, for trained modules outside DDP."""
+    if not is_dist():
+        return
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return
+    with _collective("all-reduce of the gradients"):
+        for grad in grads:
+            dist.all_reduce(grad)
+            grad /= dist.get_world_size()
+
+
 def gather_objects(obj):
     """Every rank's ``obj`` as a list indexed by rank (a list of one without a process group)."""
     if not is_dist():

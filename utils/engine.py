@@ -109,7 +109,7 @@ def _current_lr(optimizer):
 
 def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, epoch, *, num_epochs,
                     iters_per_epoch, start_iter=0, scaler=None, amp=False, print_freq=10, stop=None,
-                    writer=None, fault=None, progress=True):
+                    writer=None, fault=None, progress=True, distiller=None):
     """Train one epoch (or the rest of it, from ``start_iter``).
 
     Args:
@@ -129,6 +129,8 @@ def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, epoc
             after the current step (before the next batch is drawn).
         writer: TensorBoard ``SummaryWriter`` (rank 0) or ``None``.
         fault: :class:`FaultInjector` (tests).
+        distiller: a :class:`utils.distillation.Distiller` whose loss is added to the criterion's
+            (its parts ``kd``/``kd_feat`` are logged with the others), or ``None``.
 
     Raises:
         TrainingError: the loss is NaN/inf on some rank; raised before that step's backward pass.
@@ -151,6 +153,10 @@ def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, epoc
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
                 outputs = model(images)
                 loss, parts = criterion(outputs, labels, edges)
+                if distiller is not None:
+                    kd_loss, kd_parts = distiller(images, outputs, labels)
+                    loss = loss + kd_loss
+                    parts = {**parts, **kd_parts}
             loss = fault.before_step(epoch, iteration, loss)
             loss_value = loss.item()
             non_finite, stop_now = du.any_rank(
@@ -162,10 +168,14 @@ def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, epoc
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
+                if distiller is not None:
+                    distiller.sync_gradients()
                 scaler.step(optimizer)
                 scaler.update()
             else:
                 loss.backward()
+                if distiller is not None:
+                    distiller.sync_gradients()
                 optimizer.step()
             lr = _current_lr(optimizer)
             scheduler.step()
@@ -177,10 +187,11 @@ def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, epoc
             if show:
                 bar.set_postfix(loss=f"{loss_meter.average:.4f}", lr=f"{lr:.3g}")
             if du.is_main_process() and iteration % max(1, print_freq) == 0:
-                logger.info("Epoch [%d/%d] Iter [%d/%d] lr %.6g loss %.4f (semantic %.4f boundary %.4f bas %.4f "
+                kd = "".join(f" {n} {_avg(part_meters, n):.4f}" for n in ("kd", "kd_feat") if n in part_meters)
+                logger.info("Epoch [%d/%d] Iter [%d/%d] lr %.6g loss %.4f (semantic %.4f boundary %.4f bas %.4f%s "
                             "acc %.4f)", epoch, num_epochs, iteration, iters_per_epoch, lr, loss_meter.average,
                             _avg(part_meters, "semantic"), _avg(part_meters, "boundary"), _avg(part_meters, "bas"),
-                            _avg(part_meters, "pixel_acc"))
+                            kd, _avg(part_meters, "pixel_acc"))
                 if writer is not None:
                     writer.add_scalar("train/loss_iter", loss_value, epoch * iters_per_epoch + iteration)
             iteration += 1
@@ -245,6 +256,7 @@ class Trainer:
     fault: object = None
     progress: bool = True
     best_miou: float = 0.0
+    distiller: object = None               # utils.distillation.Distiller (its state goes in the checkpoint)
 
     @property
     def _train_set(self):
@@ -267,10 +279,16 @@ class Trainer:
         state = make_checkpoint(self.model_without_ddp, self.optimizer, self.scheduler, self.scaler,
                                 epoch=epoch, iteration=iteration, best_miou=self.best_miou,
                                 config_text=self.config_text, rng_states=rng_states,
-                                world_size=du.get_world_size(), extra={"seed": self.seed})
+                                world_size=du.get_world_size(), extra=self._checkpoint_extra())
         save_checkpoint(state, self.checkpoint_path)
         logger.info("saved checkpoint %s (next: epoch %d%s)", self.checkpoint_path, epoch,
                     f", iteration {iteration}" if iteration else "")
+
+    def _checkpoint_extra(self):
+        extra = {"seed": self.seed}
+        if self.distiller is not None:
+            extra["distillation"] = self.distiller.checkpoint_state()
+        return extra
 
     def validate(self, epoch):
         result = evaluate(self.model_without_ddp, self.val_loader, self.num_classes, self.ignore_label,
@@ -303,7 +321,7 @@ class Trainer:
                 self.model, self.criterion, self.train_loader, self.optimizer, self.scheduler, self.device,
                 epoch, num_epochs=self.end_epoch, iters_per_epoch=self.iters_per_epoch, start_iter=skip,
                 scaler=self.scaler, amp=self.amp, print_freq=self.print_freq, stop=self.stop,
-                writer=self.writer, fault=self.fault, progress=self.progress)
+                writer=self.writer, fault=self.fault, progress=self.progress, distiller=self.distiller)
             if not result.stopped and self.stop is not None:
                 # A signal during the last step: stop before the (possibly long) validation.
                 result.stopped = du.any_rank([self.stop.requested], self.device)[0]

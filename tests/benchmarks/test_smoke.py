@@ -65,3 +65,13 @@ def test_bench_eval_smoke(repo_root, capsys):
     out = capsys.readouterr().out
     assert "backend eager" in out
     assert re.search(r"pipeline: [\d.]+ images/s \| model only: [\d.]+ images/s \| ratio: [\d.]+x", out)
+
+
+def test_bench_distill_bad_input(repo_root, capsys):
+    from utils.cli import run_main
+
+    bench = _load(repo_root, "bench_distill")
+    args = bench.get_args_parser().parse_args(["--cfg", "configs/synthetic/pidnet_small_synthetic.yaml",
+                                               "--workdir", "unused", "--epochs", "0"])
+    assert run_main(bench.main, args) == 2
+    assert capsys.readouterr().err.startswith("error: --epochs must be >= 1")
