@@ -134,6 +134,9 @@ def main(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    if device.type == "cuda":
+        # As the official speed script: one fixed input size, so let cuDNN pick the fastest kernels.
+        torch.backends.cudnn.benchmark = True
     model = build_speed_model(args)
     images = torch.randn(1, 3, height, width, device=device)
 

@@ -1,4 +1,4 @@
-"""Inference backends (models/deploy.py): every backend gives the eager logits."""
+"""Inference backends (models/deploy/): every backend gives the eager logits."""
 import copy
 import functools
 import os
@@ -8,7 +8,7 @@ import torch
 import torch.fx
 import torch.nn as nn
 
-from models import deploy
+from models.deploy import runtimes as deploy_runtimes
 from models.deploy import (BACKENDS, auto_candidates, count_batchnorms, export_onnx, find_conv_bn_pairs,
                            fold_batchnorm, prepare_inference, select_output)
 from models.pidnet import PIDNet
@@ -169,7 +169,7 @@ def test_auto_picks_an_available_backend(monkeypatch, images):
     assert runner.backend in auto_candidates(cpu)
     for batch in images.values():
         assert (runner(batch) - reference(model, batch)).abs().max().item() < TOL
-    monkeypatch.setattr(deploy, "onnxruntime_available", lambda: False)
+    monkeypatch.setattr(deploy_runtimes, "onnxruntime_available", lambda: False)
     assert auto_candidates(cpu) == ["fused"]
     assert prepare_inference(model, "auto", cpu, images["odd"]).backend == "fused"
 
@@ -186,7 +186,7 @@ def test_unavailable_or_unknown_backend_is_a_clear_error(monkeypatch, images):
         prepare_inference(model, "fused", "cpu", images["odd"], cuda_graphs=True)
     with pytest.raises(ModelError, match="example input size"):
         prepare_inference(model, "onnxruntime", "cpu", (0, 10))
-    monkeypatch.setattr(deploy, "onnxruntime_available", lambda: False)
+    monkeypatch.setattr(deploy_runtimes, "onnxruntime_available", lambda: False)
     with pytest.raises(ModelError, match="pip install onnxruntime"):
         prepare_inference(model, "onnxruntime", "cpu", images["odd"])
     if not torch.cuda.is_available():

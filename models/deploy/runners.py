@@ -1,4 +1,4 @@
-"""One inference path for evaluation, custom images, the speed tool and benchmarks.
+"""Runners: callables ``images -> main logits`` for each inference backend, and the entry point.
 
 ``prepare_inference(model, backend, device, example_input)`` returns a callable
 ``f(images NCHW float tensor on device) -> main logits`` for any of:
@@ -11,173 +11,38 @@ Backends (``BACKENDS``):
 
 ``eager``        the model as it is, in eval mode under ``torch.inference_mode`` (reference).
 ``fused``        a copy of the *same* model with every conv -> BatchNorm pair folded into the
-                 conv (found on the torch.fx graph; BNs that precede ReLU+conv, as in the
-                 segment heads, PAPPM/DAPPM and Bag, stay), ``channels_last``, inference mode;
-                 on CUDA optional fp16/bf16 autocast, cudnn.benchmark and CUDA graphs.
+                 conv (:mod:`models.deploy.fold`), ``channels_last``, inference mode;
+                 on CUDA optional fp16/bf16 autocast and CUDA graphs.
 ``onnxruntime``  the fused model exported to ONNX (dynamic batch/H/W) and run by an ORT session
                  with all graph optimisations and the intra-op thread count set.
 ``compile``      ``torch.compile`` of the fused model (compiled on the example input, so a
                  platform that cannot compile fails here with a clear error, or falls back).
 ``auto``         times the available candidates on ``example_input`` and keeps the fastest
-                 (see :func:`auto_candidates` for the rule).
+                 (see :func:`models.deploy.auto.auto_candidates` for the rule).
 
 All backends give the eager logits to < 1e-3 (fp32); see ``tests/models/test_deploy.py``.
 The logits are returned as float32 in ``channels_last`` memory format (same values and shape),
 which makes the evaluation's full-resolution upsampling + argmax about 3x faster on CPU.
+cuDNN flags (``benchmark``, ``deterministic``) are the caller's: set once from the config.
 """
 import contextlib
-import copy
 import logging
 import os
 import tempfile
-import time
-import warnings
 
 import torch
-import torch.fx
 import torch.nn as nn
 
+from models.deploy import auto, runtimes
+from models.deploy.fold import fold_batchnorm
+from models.deploy.onnx import export_onnx
+from models.deploy.outputs import MainOutput, select_output
 from utils.errors import DeviceError, ModelError
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("eager", "fused", "onnxruntime", "compile", "auto")
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-# --------------------------------------------------------------------------- outputs
-
-def select_output(outputs, output_index=1):
-    """The main logits of a model output: a tensor as is, a list/tuple indexed by ``output_index``."""
-    if isinstance(outputs, (list, tuple)):
-        if not -len(outputs) <= output_index < len(outputs):
-            raise ModelError(f"output_index {output_index} is out of range: the model returns "
-                             f"{len(outputs)} outputs; use 1 for PIDNet's main logits")
-        return outputs[output_index]
-    return outputs
-
-
-class MainOutput(nn.Module):
-    """Wrap a model so that it returns only the main logits (for export and compilation)."""
-
-    def __init__(self, model, output_index=1):
-        super().__init__()
-        self.model = model
-        self.output_index = output_index
-
-    def forward(self, x):
-        return select_output(self.model(x), self.output_index)
-
-
-# --------------------------------------------------------------------------- BN folding
-
-def _fold_into_conv(conv, bn):
-    """Fold an eval-mode BatchNorm into the preceding conv's weight and bias, in place."""
-    with torch.no_grad():
-        std = torch.sqrt(bn.running_var.double() + bn.eps)
-        gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(std)
-        beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(std)
-        scale = gamma / std
-        weight = conv.weight.double() * scale.reshape(-1, *([1] * (conv.weight.dim() - 1)))
-        bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(std)
-        bias = (bias - bn.running_mean.double()) * scale + beta
-        conv.weight.copy_(weight.to(conv.weight.dtype))
-        if conv.bias is None:
-            conv.bias = nn.Parameter(bias.to(conv.weight.dtype))
-        else:
-            conv.bias.copy_(bias.to(conv.bias.dtype))
-
-
-def _foldable(conv, bn):
-    lazy = torch.nn.modules.lazy.LazyModuleMixin
-    return (isinstance(conv, nn.Conv2d) and not isinstance(conv, lazy)
-            and isinstance(bn, nn.modules.batchnorm._BatchNorm) and not isinstance(bn, lazy)
-            and bn.track_running_stats and bn.running_mean is not None
-            and bn.num_features == conv.out_channels)
-
-
-def _graph_pairs(model, graph):
-    """(conv_name, bn_name) where the BN consumes the conv output and nothing else does.
-
-    A conv or BN module that is called more than once in the graph is left alone: folding
-    it would change its other uses.
-    """
-    modules = dict(model.named_modules())
-    calls = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
-    pairs = []
-    for node in graph.nodes:
-        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.Conv2d):
-            continue
-        users = list(node.users)
-        if len(users) != 1 or users[0].op != "call_module" or users[0].args[:1] != (node,):
-            continue
-        bn_name = users[0].target
-        if calls[node.target] == 1 and calls[bn_name] == 1 and _foldable(modules[node.target], modules.get(bn_name)):
-            pairs.append((node.target, bn_name))
-    return pairs
-
-
-def _sequential_pairs(model):
-    """Module-structure fallback for models fx cannot trace: Conv2d directly followed by a BN
-    inside an ``nn.Sequential`` (the order of a Sequential is its forward order)."""
-    pairs = []
-    for name, module in model.named_modules():
-        if not isinstance(module, nn.Sequential):
-            continue
-        children = list(module.named_children())
-        for (conv_name, conv), (bn_name, bn) in zip(children, children[1:]):
-            if _foldable(conv, bn):
-                prefix = f"{name}." if name else ""
-                pairs.append((prefix + conv_name, prefix + bn_name))
-    return pairs
-
-
-def find_conv_bn_pairs(model):
-    """Names of the conv -> BatchNorm pairs that can be folded, in graph order."""
-    if isinstance(model, torch.fx.GraphModule):
-        return _graph_pairs(model, model.graph)
-    try:
-        graph = torch.fx.symbolic_trace(model).graph
-    except Exception as exc:  # fx raises many types for untraceable Python control flow
-        logger.warning("torch.fx cannot trace %s (%s: %s); folding only conv->BN pairs inside "
-                       "nn.Sequential containers", type(model).__name__, type(exc).__name__,
-                       str(exc).splitlines()[0] if str(exc) else "")
-        return _sequential_pairs(model)
-    return _graph_pairs(model, graph)
-
-
-def fold_batchnorm(model, inplace=False):
-    """Fold every conv -> BatchNorm pair of ``model`` (eval semantics) and return the model.
-
-    The result is the same class (a PIDNet stays a PIDNet, a GraphModule a GraphModule): each
-    folded BN becomes ``nn.Identity`` (and is removed from a GraphModule's graph). BNs that
-    are not directly preceded by a conv (pre-activation BN-ReLU-conv in the heads, PAPPM,
-    DAPPM and Bag) cannot be folded forwards and are kept.
-    """
-    if not inplace:
-        model = copy.deepcopy(model)
-    model.eval()
-    pairs = find_conv_bn_pairs(model)
-    for conv_name, bn_name in pairs:
-        _fold_into_conv(model.get_submodule(conv_name), model.get_submodule(bn_name))
-        model.set_submodule(bn_name, nn.Identity())
-    if isinstance(model, torch.fx.GraphModule) and pairs:
-        folded = {bn for _, bn in pairs}
-        for node in list(model.graph.nodes):
-            if node.op == "call_module" and node.target in folded:
-                node.replace_all_uses_with(node.args[0])
-                model.graph.erase_node(node)
-        model.graph.lint()
-        model.recompile()
-    logger.info("folded %d conv->BatchNorm pairs of %s", len(pairs), type(model).__name__)
-    return model
-
-
-def count_batchnorms(model):
-    return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 # --------------------------------------------------------------------------- runners
@@ -268,8 +133,6 @@ def _fused_runner(model, device, output_index, precision, channels_last, cuda_gr
     if cuda_graphs and device.type != "cuda":
         raise DeviceError("cuda_graphs=True needs a CUDA device: drop the option or use --device cuda")
     module = _fused_module(model, device, channels_last)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
     if cuda_graphs:
         graph_runner = _CudaGraphRunner(module, device, output_index, precision)
 
@@ -289,96 +152,7 @@ def _fused_runner(model, device, output_index, precision, channels_last, cuda_gr
     return InferenceRunner("fused", device, run, module, details)
 
 
-# --------------------------------------------------------------------------- ONNX / onnxruntime
-
-def _as_example(example_input, device):
-    """A random NCHW tensor from a tensor, an ``(H, W)`` size or an ``(N, C, H, W)`` size."""
-    if torch.is_tensor(example_input):
-        return example_input.to(device)
-    size = tuple(int(s) for s in example_input)
-    if len(size) == 2:
-        size = (1, 3) + size
-    if len(size) != 4 or min(size) <= 0:
-        raise ModelError(f"example input size {example_input} is not (H, W) or (N, C, H, W) with positive values")
-    generator = torch.Generator().manual_seed(0)
-    return torch.randn(size, generator=generator).to(device)
-
-
-def export_onnx(model, path, example_input, output_index=1, dynamic=True, opset=17):
-    """Export ``model``'s main logits to ONNX at ``path`` (atomic: temp file + rename).
-
-    With ``dynamic`` the batch, height and width axes are symbolic, so one file serves every
-    input size. The TorchScript-based exporter is used because it is an order of magnitude
-    faster to run than the dynamo exporter on PIDNet; the dynamo exporter is the fallback.
-    """
-    wrapper = MainOutput(model, output_index).eval().cpu()
-    example = example_input.detach().cpu().contiguous()
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"  # same folder, so the final os.replace is atomic
-    axes = {"images": {0: "batch", 2: "height", 3: "width"},
-            "logits": {0: "batch", 2: "out_height", 3: "out_width"}} if dynamic else None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                torch.onnx.export(wrapper, (example,), tmp, dynamo=False, input_names=["images"],
-                                  output_names=["logits"], dynamic_axes=axes, opset_version=opset,
-                                  do_constant_folding=True)
-            except (TypeError, RuntimeError, AttributeError, NotImplementedError) as exc:
-                logger.info("TorchScript ONNX export failed (%s); trying the dynamo exporter", exc)
-                shapes = None
-                if dynamic:
-                    dim = torch.export.Dim.AUTO
-                    shapes = ({0: dim, 2: dim, 3: dim},)
-                torch.onnx.export(wrapper, (example,), tmp, dynamo=True, input_names=["images"],
-                                  output_names=["logits"], dynamic_shapes=shapes, external_data=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
-def onnxruntime_available():
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def ort_providers(device):
-    """ORT execution providers for ``device`` (CUDA provider first when it exists)."""
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    if device.type == "cuda":
-        if "CUDAExecutionProvider" not in available:
-            raise DeviceError("the onnxruntime backend on CUDA needs onnxruntime-gpu "
-                              "(CUDAExecutionProvider is not available): pip install onnxruntime-gpu, "
-                              "or use --backend fused")
-        return [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
-
-
-def create_ort_session(onnx_path, device, threads=None):
-    """An ORT session with every graph optimisation and ``threads`` intra-op threads.
-
-    ``threads`` defaults to ``torch.get_num_threads()`` (the physical cores unless the user set
-    it), so that ORT and torch timings use the same cores. Operators run sequentially: PIDNet's
-    branches are too small for inter-op parallelism to pay on CPU.
-    """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = int(threads or torch.get_num_threads())
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(os.fspath(onnx_path), options, providers=ort_providers(device))
-
+# --------------------------------------------------------------------------- onnxruntime
 
 class _OrtCudaRunner:
     """Feeds CUDA tensors to ORT through IO binding (no host round trip)."""
@@ -410,20 +184,20 @@ class _OrtCudaRunner:
 
 
 def _onnxruntime_runner(model, device, output_index, precision, example, threads, onnx_path=None):
-    if not onnxruntime_available():
+    if not runtimes.onnxruntime_available():
         raise ModelError("backend 'onnxruntime' needs the onnxruntime package: "
                          "pip install onnxruntime (or onnxruntime-gpu), or choose another backend")
     if precision != "fp32":
         raise ModelError(f"backend 'onnxruntime' runs fp32 only (got precision {precision}): "
                          "use --backend fused for fp16/bf16")
-    providers = ort_providers(device)
+    providers = runtimes.ort_providers(device)
     folded = fold_batchnorm(model).cpu()
     owned_dir = None
     if onnx_path is None:
         owned_dir = tempfile.TemporaryDirectory(prefix="pidnet_onnx_")
         onnx_path = os.path.join(owned_dir.name, "model.onnx")
     export_onnx(folded, onnx_path, example, output_index)
-    session = create_ort_session(onnx_path, device, threads)
+    session = runtimes.create_ort_session(onnx_path, device, threads)
 
     if device.type == "cuda":
         cuda_runner = _OrtCudaRunner(session, device)
@@ -447,8 +221,6 @@ def _onnxruntime_runner(model, device, output_index, precision, example, threads
 
 def _compile_runner(model, device, output_index, precision, channels_last, example, fallback, mode):
     module = MainOutput(_fused_module(model, device, channels_last), output_index).eval()
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
     # Without a mode, inductor "freezing": weights become constants, so convolutions get
     # prepacked (oneDNN on CPU) and constant-folded; this is what makes compile pay on CPU.
     kwargs = dict(mode=mode) if mode else dict(options={"freezing": True})
@@ -482,44 +254,20 @@ def _compile_failed(exc, model, device, output_index, precision, channels_last, 
     return _fused_runner(model, device, output_index, precision, channels_last, cuda_graphs=False)
 
 
-# --------------------------------------------------------------------------- auto
-
-def auto_candidates(device):
-    """The backends ``auto`` times, in order: fused, then onnxruntime when it can run on ``device``.
-
-    ``compile`` is not probed: compiling PIDNet takes minutes on CPU, which costs more than it
-    saves for one evaluation; ask for it explicitly.
-    """
-    candidates = ["fused"]
-    if onnxruntime_available():
-        import onnxruntime as ort
-
-        if device.type == "cpu" or "CUDAExecutionProvider" in ort.get_available_providers():
-            candidates.append("onnxruntime")
-    return candidates
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_runner(runner, images, iters=3, warmup=1):
-    """Median seconds per call of ``runner(images)`` (synchronised on CUDA)."""
-    for _ in range(warmup):
-        runner(images)
-    _sync(images.device)
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        runner(images)
-        _sync(images.device)
-        times.append(time.perf_counter() - start)
-    times.sort()
-    return times[len(times) // 2]
-
-
 # --------------------------------------------------------------------------- entry point
+
+def _as_example(example_input, device):
+    """A random NCHW tensor from a tensor, an ``(H, W)`` size or an ``(N, C, H, W)`` size."""
+    if torch.is_tensor(example_input):
+        return example_input.to(device)
+    size = tuple(int(s) for s in example_input)
+    if len(size) == 2:
+        size = (1, 3) + size
+    if len(size) != 4 or min(size) <= 0:
+        raise ModelError(f"example input size {example_input} is not (H, W) or (N, C, H, W) with positive values")
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(size, generator=generator).to(device)
+
 
 def prepare_inference(model, backend="eager", device=None, example_input=(512, 1024), *, output_index=1,
                       precision="fp32", channels_last=True, cuda_graphs=False, threads=None,
@@ -530,7 +278,7 @@ def prepare_inference(model, backend="eager", device=None, example_input=(512, 1
         model: PIDNet (``augment`` either way), any nn.Module or torch.fx GraphModule. It is put
             in eval mode; ``eager`` runs it as is (moved to ``device``), while ``fused``,
             ``onnxruntime`` and ``compile`` work on a BN-folded copy.
-        backend: one of ``BACKENDS``. ``auto`` times the candidates of :func:`auto_candidates`
+        backend: one of ``BACKENDS``. ``auto`` times the candidates of :func:`models.deploy.auto.auto_candidates`
             on ``example_input`` and keeps the fastest.
         device: ``torch.device`` or a name (``'cpu'``, ``'cuda'``, ``'auto'``/None).
         example_input: a tensor, ``(H, W)`` or ``(N, C, H, W)``: the size used for the ONNX
@@ -572,17 +320,13 @@ def prepare_inference(model, backend="eager", device=None, example_input=(512, 1
         return _compile_runner(model, device, output_index, precision, channels_last, example,
                                fallback, compile_mode)
 
-    candidates = auto_candidates(device)
+    candidates = auto.auto_candidates(device)
     if precision != "fp32":
         candidates = [c for c in candidates if c != "onnxruntime"]
-    best, best_time = None, float("inf")
-    for name in candidates:
-        runner = prepare_inference(model, name, device, example, output_index=output_index,
-                                   precision=precision, channels_last=channels_last,
-                                   cuda_graphs=cuda_graphs, threads=threads, onnx_path=onnx_path)
-        seconds = time_runner(runner, example, iters=probe_iters)
-        logger.info("auto: %s %.1f ms at %s", name, seconds * 1e3, tuple(example.shape))
-        if seconds < best_time:
-            best, best_time = runner, seconds
-    logger.info("auto: using backend %s", best.backend)
-    return best
+
+    def build(name):
+        return prepare_inference(model, name, device, example, output_index=output_index,
+                                 precision=precision, channels_last=channels_last,
+                                 cuda_graphs=cuda_graphs, threads=threads, onnx_path=onnx_path)
+
+    return auto.choose_fastest(candidates, build, example, probe_iters)
