@@ -10,7 +10,8 @@ logger = logging.getLogger(__name__)
 
 
 def auto_candidates(device):
-    """The backends ``auto`` times, in order: fused, then onnxruntime when it can run on ``device``.
+    """The backends ``auto`` times, in order: fused, then onnxruntime when it can run on
+    ``device``, then openvino on the CPU when it is installed.
 
     ``compile`` is not probed: compiling PIDNet takes minutes on CPU, which costs more than it
     saves for one evaluation; ask for it explicitly.
@@ -21,6 +22,8 @@ def auto_candidates(device):
 
         if device.type == "cpu" or "CUDAExecutionProvider" in ort.get_available_providers():
             candidates.append("onnxruntime")
+    if device.type == "cpu" and runtimes.openvino_available():
+        candidates.append("openvino")
     return candidates
 
 

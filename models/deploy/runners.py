@@ -15,6 +15,8 @@ Backends (``BACKENDS``):
                  on CUDA optional fp16/bf16 autocast and CUDA graphs.
 ``onnxruntime``  the fused model exported to ONNX (dynamic batch/H/W) and run by an ORT session
                  with all graph optimisations and the intra-op thread count set.
+``openvino``     the same ONNX export compiled by OpenVINO for the CPU (fp32 inference precision
+                 pinned, ``INFERENCE_NUM_THREADS`` = the thread count).
 ``compile``      ``torch.compile`` of the fused model (compiled on the example input, so a
                  platform that cannot compile fails here with a clear error, or falls back).
 ``auto``         times the available candidates on ``example_input`` and keeps the fastest
@@ -41,7 +43,7 @@ from utils.errors import DeviceError, ModelError
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("eager", "fused", "onnxruntime", "compile", "auto")
+BACKENDS = ("eager", "fused", "onnxruntime", "openvino", "compile", "auto")
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -154,66 +156,59 @@ def _fused_runner(model, device, output_index, precision, channels_last, cuda_gr
 
 # --------------------------------------------------------------------------- onnxruntime
 
-class _OrtCudaRunner:
-    """Feeds CUDA tensors to ORT through IO binding (no host round trip)."""
+class _FoldedExport:
+    """The BN-folded model exported to ONNX once, on first use (the onnxruntime and openvino
+    backends, and ``auto`` probing both, share one export)."""
 
-    def __init__(self, session, device):
-        self.session, self.device = session, device
-        self.out_shapes = {}
+    def __init__(self, model, example, output_index, onnx_path=None):
+        self.model, self.example, self.output_index = model, example, output_index
+        self.onnx_path = onnx_path
+        self._tmpdir = None
+        self._done = False
 
-    def __call__(self, images):
-        import numpy as np
-
-        images = images.contiguous().float()
-        binding = self.session.io_binding()
-        index = self.device.index or 0
-        binding.bind_input("images", "cuda", index, np.float32, tuple(images.shape), images.data_ptr())
-        key = tuple(images.shape)
-        if key not in self.out_shapes:
-            binding.bind_output("logits", "cuda", index)
-            torch.cuda.current_stream(self.device).synchronize()
-            self.session.run_with_iobinding(binding)
-            self.out_shapes[key] = tuple(binding.get_outputs()[0].shape())
-            binding = self.session.io_binding()
-            binding.bind_input("images", "cuda", index, np.float32, key, images.data_ptr())
-        out = torch.empty(self.out_shapes[key], dtype=torch.float32, device=self.device)
-        binding.bind_output("logits", "cuda", index, np.float32, tuple(out.shape), out.data_ptr())
-        torch.cuda.current_stream(self.device).synchronize()
-        self.session.run_with_iobinding(binding)
-        return out
+    def path(self):
+        if not self._done:
+            if self.onnx_path is None:
+                self._tmpdir = tempfile.TemporaryDirectory(prefix="pidnet_onnx_")
+                self.onnx_path = os.path.join(self._tmpdir.name, "model.onnx")
+            export_onnx(fold_batchnorm(self.model).cpu(), self.onnx_path, self.example, self.output_index)
+            self._done = True
+        return self.onnx_path
 
 
-def _onnxruntime_runner(model, device, output_index, precision, example, threads, onnx_path=None):
+def _onnxruntime_runner(export, device, precision, threads):
     if not runtimes.onnxruntime_available():
         raise ModelError("backend 'onnxruntime' needs the onnxruntime package: "
                          "pip install onnxruntime (or onnxruntime-gpu), or choose another backend")
-    if precision != "fp32":
-        raise ModelError(f"backend 'onnxruntime' runs fp32 only (got precision {precision}): "
-                         "use --backend fused for fp16/bf16")
-    providers = runtimes.ort_providers(device)
-    folded = fold_batchnorm(model).cpu()
-    owned_dir = None
-    if onnx_path is None:
-        owned_dir = tempfile.TemporaryDirectory(prefix="pidnet_onnx_")
-        onnx_path = os.path.join(owned_dir.name, "model.onnx")
-    export_onnx(folded, onnx_path, example, output_index)
-    session = runtimes.create_ort_session(onnx_path, device, threads)
-
-    if device.type == "cuda":
-        cuda_runner = _OrtCudaRunner(session, device)
-
-        def run(images):
-            return cuda_runner(images)
-    else:
-        def run(images):
-            array = images.detach().float().contiguous().numpy()
-            return torch.from_numpy(session.run(["logits"], {"images": array})[0])
-
+    if precision not in ("fp32", "fp16") or (precision == "fp16" and device.type != "cuda"):
+        raise ModelError(f"backend 'onnxruntime' runs fp32 only on {device.type} (got precision {precision}): "
+                         "use --backend fused for fp16/bf16, or fp16 on CUDA with TensorRT")
+    runtimes.ort_providers(device, precision)  # a missing provider fails before the export
+    session = runtimes.create_ort_session(export.path(), device, threads, precision)
+    run = runtimes.ort_run_fn(session, device)
     runner = InferenceRunner("onnxruntime", device, run, None,
-                             f"providers={[p if isinstance(p, str) else p[0] for p in providers]}, "
+                             f"providers={runtimes.provider_names(session)}, precision={precision}, "
                              f"threads={int(threads or torch.get_num_threads())}")
     runner.session = session
-    runner._tmpdir = owned_dir  # keeps the exported file alive as long as the runner
+    runner._export = export  # keeps a temporary exported file alive as long as the runner
+    return runner
+
+
+def _openvino_runner(export, device, precision, threads):
+    if not runtimes.openvino_available():
+        raise ModelError("backend 'openvino' needs the openvino package: pip install openvino, "
+                         "or choose another backend")
+    if precision != "fp32":
+        raise ModelError(f"backend 'openvino' runs fp32 only (got precision {precision}): for int8 "
+                         "quantize with tools/quantize.py and run the file with --onnx FILE --runtime openvino")
+    if device.type != "cpu":
+        raise DeviceError(f"backend 'openvino' runs on the CPU (got device {device}): use --device cpu, "
+                          "or --backend fused/onnxruntime on CUDA")
+    compiled = runtimes.compile_openvino(export.path(), device, threads)
+    runner = InferenceRunner("openvino", device, runtimes.openvino_run_fn(compiled), None,
+                             f"device=CPU, precision=fp32, threads={compiled.get_property('INFERENCE_NUM_THREADS')}")
+    runner.compiled = compiled
+    runner._export = export
     return runner
 
 
@@ -287,7 +282,7 @@ def prepare_inference(model, backend="eager", device=None, example_input=(512, 1
         precision: ``fp32``, ``fp16`` or ``bf16`` (autocast; eager/fused/compile only).
         channels_last: NHWC memory format for fused/compile.
         cuda_graphs: capture the fused model in a CUDA graph (CUDA only).
-        threads: ORT intra-op threads (default ``torch.get_num_threads()``).
+        threads: ORT intra-op / OpenVINO inference threads (default ``torch.get_num_threads()``).
         compile_mode: ``torch.compile`` mode (None = default).
         fallback: when ``compile`` fails, warn and use ``fused`` instead of raising.
         onnx_path: keep the exported ONNX file here (default: a temporary file).
@@ -314,19 +309,26 @@ def prepare_inference(model, backend="eager", device=None, example_input=(512, 1
     if backend == "fused":
         return _fused_runner(model, device, output_index, precision, channels_last, cuda_graphs)
     example = _as_example(example_input, device)
+    export = _FoldedExport(model, example, output_index, onnx_path)
     if backend == "onnxruntime":
-        return _onnxruntime_runner(model, device, output_index, precision, example, threads, onnx_path)
+        return _onnxruntime_runner(export, device, precision, threads)
+    if backend == "openvino":
+        return _openvino_runner(export, device, precision, threads)
     if backend == "compile":
         return _compile_runner(model, device, output_index, precision, channels_last, example,
                                fallback, compile_mode)
 
     candidates = auto.auto_candidates(device)
     if precision != "fp32":
-        candidates = [c for c in candidates if c != "onnxruntime"]
+        candidates = [c for c in candidates if c not in ("onnxruntime", "openvino")]
 
     def build(name):
+        if name == "onnxruntime":
+            return _onnxruntime_runner(export, device, precision, threads)
+        if name == "openvino":
+            return _openvino_runner(export, device, precision, threads)
         return prepare_inference(model, name, device, example, output_index=output_index,
                                  precision=precision, channels_last=channels_last,
-                                 cuda_graphs=cuda_graphs, threads=threads, onnx_path=onnx_path)
+                                 cuda_graphs=cuda_graphs, threads=threads)
 
     return auto.choose_fastest(candidates, build, example, probe_iters)
