@@ -34,7 +34,10 @@ _PREFIXES = ("module.", "model.")
 _NON_MODEL_PREFIXES = ("sem_loss.", "bd_loss.", "loss.")
 
 
-def read_checkpoint(path, map_location="cpu"):
+MODULE_HINT = "use the --netspresso --model FILE option for such files"
+
+
+def read_checkpoint(path, map_location="cpu", module_hint=MODULE_HINT):
     """``torch.load`` a checkpoint safely, turning every failure into one clear CheckpointError."""
     path = os.fspath(path)
     if not path:
@@ -53,7 +56,7 @@ def read_checkpoint(path, map_location="cpu"):
         if _looks_like_module(name):
             raise CheckpointError(
                 f"{path} holds a whole pickled module ({name}), not weights (e.g. a NetsPresso/torch.fx "
-                "model): use the --netspresso --model FILE option for such files") from None
+                f"model): {module_hint}") from None
         what = f"Python objects ({name})" if name else "data a safe load refuses"
         raise CheckpointError(f"{path} is not a weights file: it contains {what}. "
                               "Pass a .pt/.pth/.pth.tar state dict or checkpoint") from None
@@ -145,12 +148,12 @@ def _summary(keys, limit=5):
     return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def load_pretrained(model, path, map_location="cpu"):
+def load_pretrained(model, path, map_location="cpu", module_hint=MODULE_HINT):
     """Partial, shape-matched load for training initialisation (ImageNet or another dataset's checkpoint).
 
     Returns the number of tensors loaded. Raises CheckpointError when nothing matches.
     """
-    state = checkpoint_filter_fn(extract_state_dict(read_checkpoint(path, map_location), path))
+    state = checkpoint_filter_fn(extract_state_dict(read_checkpoint(path, map_location, module_hint), path))
     matched, mismatched, missing, unexpected = _match(model, state)
     if not matched:
         raise CheckpointError(f"no tensor of {path} matches this PIDNet: it is not a PIDNet checkpoint "
@@ -167,13 +170,13 @@ def load_pretrained(model, path, map_location="cpu"):
     return len(matched)
 
 
-def load_for_eval(model, path, map_location="cpu"):
+def load_for_eval(model, path, map_location="cpu", module_hint=MODULE_HINT):
     """Strict load for evaluation/inference: every network tensor must be there with its shape.
 
     The auxiliary heads (``seghead_p``/``seghead_d``) may be absent from the file when the model
     has them (they do not affect the main output); they are then reported.
     """
-    state = checkpoint_filter_fn(extract_state_dict(read_checkpoint(path, map_location), path))
+    state = checkpoint_filter_fn(extract_state_dict(read_checkpoint(path, map_location, module_hint), path))
     matched, mismatched, missing, unexpected = _match(model, state)
     if not matched:
         raise CheckpointError(f"no tensor of {path} matches this PIDNet: it is not a PIDNet checkpoint "

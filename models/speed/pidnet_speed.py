@@ -128,7 +128,7 @@ def build_speed_model(args):
     if args.p:
         from models.checkpoint import load_for_eval
 
-        load_for_eval(model, args.p)
+        load_for_eval(model, args.p, module_hint="time such files with --model FILE instead of --p")
     return model.eval()
 
 

@@ -175,3 +175,12 @@ def test_main_loads_weights_with_p(speed, tmp_path, capsys):
     assert "trained for 11 classes" in capsys.readouterr().err
     assert _run_main(speed, argv + ["--c", "11"]) == 0
     assert "FPS:" in capsys.readouterr().out
+
+
+def test_whole_module_file_as_weights_names_the_speed_tools_option(speed, tmp_path):
+    from utils.errors import CheckpointError
+
+    path = str(tmp_path / "module.pt")
+    torch.save(PIDNet(m=2, n=3, num_classes=3, planes=8, ppm_planes=16, head_planes=16, augment=False), path)
+    with pytest.raises(CheckpointError, match="--model FILE instead of --p"):
+        speed.build_speed_model(speed.get_args_parser().parse_args(["--p", path, "--c", "3"]))
