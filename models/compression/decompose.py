@@ -31,7 +31,7 @@ import dataclasses
 import logging
 import warnings
 
-import numpy as np
+import tensorly
 import torch
 import torch.nn as nn
 from tensorly.decomposition import parafac, partial_tucker
@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 METHODS = ("FD_TK", "FD_CP", "FD_SVD")
 RECOMMENDATIONS = ("vbmf", "manual")
 _VBMF_METHODS = ("FD_TK", "FD_SVD")
+# ALS sweeps for CP: the fit gains little after a few dozen, and each costs seconds on wide layers
+_CP_ITERATIONS = 30
 
 
 def check_method(method):
@@ -331,9 +333,12 @@ def _bias(module):
 def tucker_factors(weight, ranks):
     """``(core, u_out, u_in)`` of the Tucker-2 decomposition of ``weight`` [out, in, kh, kw] at ``[r_in, r_out]``."""
     r_in, r_out = ranks
-    (core, (u_out, u_in)), _ = partial_tucker(_matrix(weight).numpy(), rank=[r_out, r_in], modes=[0, 1],
-                                              init="svd", n_iter_max=50, random_state=0)
-    return torch.from_numpy(np.ascontiguousarray(core)), torch.from_numpy(u_out), torch.from_numpy(u_in)
+    # tensorly's pytorch backend: its SVDs then follow torch.set_num_threads (numpy's BLAS
+    # threads do not, and oversubscribe a busy machine badly)
+    with tensorly.backend_context("pytorch"):
+        (core, (u_out, u_in)), _ = partial_tucker(_matrix(weight), rank=[r_out, r_in], modes=[0, 1],
+                                                  init="svd", n_iter_max=50, random_state=0)
+    return core.contiguous(), u_out, u_in
 
 
 def tucker_layers(conv, core, u_out, u_in):
@@ -350,9 +355,10 @@ def cp_factors(weight, rank):
     with warnings.catch_warnings():
         # tensorly warns when the rank exceeds a kernel side (SVD init pads those columns randomly): expected
         warnings.filterwarnings("ignore", message="Trying to compute SVD", category=UserWarning)
-        cp = parafac(_matrix(weight).numpy(), rank=int(rank), init="svd", n_iter_max=200, tol=1e-10,
-                     random_state=0)
-    return (torch.from_numpy(np.asarray(cp.weights)),) + tuple(torch.from_numpy(f) for f in cp.factors)
+        with tensorly.backend_context("pytorch"):
+            cp = parafac(_matrix(weight), rank=int(rank), init="svd", n_iter_max=_CP_ITERATIONS, tol=1e-7,
+                         random_state=0)
+    return (cp.weights,) + tuple(cp.factors)
 
 
 def cp_layers(conv, lambdas, a_out, a_in, a_h, a_w):

@@ -41,13 +41,15 @@ def _free_energy(sigma2, rows, cols, s, residual, x_bar):
 
 def evbmf_rank(matrix):
     """Rank kept by EVBMF for a 2-D ``matrix`` (tensor or array), at least 0, at most min(shape)."""
-    y = matrix.detach().double().cpu().numpy() if torch.is_tensor(matrix) else np.asarray(matrix, dtype=np.float64)
+    y = matrix.detach().double().cpu() if torch.is_tensor(matrix) else torch.as_tensor(matrix, dtype=torch.float64)
     if y.ndim != 2 or min(y.shape) < 1:
         raise CompressionError(f"VBMF needs a non-empty 2-D matrix, got shape {tuple(y.shape)}")
     if y.shape[0] > y.shape[1]:
         y = y.T
     rows, cols = y.shape
-    s = np.linalg.svd(y, compute_uv=False)
+    # Singular values from the small Gram matrix: an order of magnitude faster than an SVD of
+    # the wide unfolding, and only their comparison with the noise threshold matters here.
+    s = torch.linalg.eigvalsh(y @ y.T).clamp_min(0).sqrt().flip(0).numpy()
     if s[0] <= 0 or not np.isfinite(s).all():
         return 0
     if rows == 1:  # no spectrum to separate signal from noise: a vector is its own rank
