@@ -49,7 +49,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from models.checkpoint import load_module_file  # noqa: E402
 from models.compression import cloud  # noqa: E402
 from models.compression import decompose  # noqa: E402
-from models.compression.budget import RUNTIMES, check_budget, check_runtime  # noqa: E402
+from models.compression.budget import RUNTIMES, check_budget, check_runtime, decompose_to_budget  # noqa: E402
 from models.compression.pruner import check_method, check_recommendation, compress_model  # noqa: E402
 from models.compression import recommend, vbmf  # noqa: E402
 from models.compression.recommend import check_ratio, load_layer_indices, load_layer_ratios  # noqa: E402
@@ -155,7 +155,7 @@ def load_images(folder, count):
 
 
 def _check_budget_args(args, method, recommendation):
-    """Budget flags, checked before any model or image is read."""
+    """Budget flags, checked before any model or image is read; True when a budget is given."""
     given = [flag for flag, value in (("--target-macs", args.target_macs), ("--target-latency", args.target_latency))
              if value is not None]
     if len(given) > 1:
@@ -166,8 +166,11 @@ def _check_budget_args(args, method, recommendation):
     check_budget(args.target_macs if flag == "--target-macs" else args.target_latency, flag)
     if method == "PR_ID":
         raise CompressionError(f"PR_ID removes the indices you list; {flag} needs PR_L2, PR_GM or PR_NN")
-    if recommendation != "slamp":
-        raise CompressionError(f"{flag} chooses the per-layer amounts itself: drop --recommendation manual")
+    if method == "FD_CP":
+        raise CompressionError(f"{flag} chooses ranks by singular-value energy, which CP has not: use FD_TK or "
+                               "FD_SVD, or FD_CP with --ratio / --layer-ranks")
+    if recommendation not in (None, "slamp") or (method.startswith("FD_") and recommendation is not None):
+        raise CompressionError(f"{flag} chooses the per-layer amounts itself: drop --recommendation {recommendation}")
     if args.ratio is not None:
         raise CompressionError(f"{flag} replaces --ratio: give one of them")
     if flag == "--target-latency":
@@ -185,12 +188,25 @@ def _is_decomposition(method):
 
 def run_decompose(args, sizes):
     method = decompose.check_method(args.method)
-    recommendation = decompose.check_recommendation(method, args.recommendation)
     for flag, value in (("--layer-ratios", args.layer_ratios), ("--indices", args.indices)):
         if value:
             raise CompressionError(f"{flag} is for pruning; {method} takes --layer-ranks FILE or --ratio R")
     if args.round_to != 1:
         raise CompressionError(f"--round-to applies to pruned channels; {method} keeps the ranks asked for: drop it")
+    recommendation = args.recommendation and str(args.recommendation).strip().lower()
+    if _check_budget_args(args, method, recommendation or None):
+        if args.layer_ranks:
+            raise CompressionError("a budget chooses the ranks itself: drop --layer-ranks")
+        device = resolve_device(args.device)
+        model = load_module_file(args.model, what="model")
+        decomposed, report = decompose_to_budget(model, method, target_macs=args.target_macs,
+                                                 target_latency=args.target_latency, runtime=args.runtime,
+                                                 threads=args.threads, latency_trials=args.latency_trials,
+                                                 report_sizes=sizes, device=device)
+        report["model"] = os.path.abspath(args.model)
+        report["backend"] = "offline"
+        return decomposed, report
+    recommendation = decompose.check_recommendation(method, args.recommendation)
     layer_ranks = recommend.load_layer_ranks(args.layer_ranks) if args.layer_ranks else None
     ratio = args.ratio
     if recommendation == "vbmf":

@@ -71,6 +71,28 @@ def test_target_macs_is_a_complete_command(tiny_body, tmp_path, capsys):
     assert "budget: macs 0.55 asked" in io.out
 
 
+@pytest.fixture(scope="module")
+def conv_net(tmp_path_factory):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 24, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(24, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(32, 8, 1)).eval()
+    path = tmp_path_factory.mktemp("conv") / "net.pt"
+    atomic_save(net, path)
+    return str(path)
+
+
+def test_fd_tk_target_macs(conv_net, tmp_path, capsys):
+    out = tmp_path / "tk.pt"
+    code, io = _cli(["--model", conv_net, "--method", "FD_TK", "--target-macs", "0.5", "--input-size", "32", "32",
+                     "--output", str(out)], capsys)
+    assert code == 0, io.err
+    report = json.loads((tmp_path / "tk.json").read_text())
+    kept = count_macs(load_module_file(str(out), what="model"), (32, 32)) / count_macs(
+        load_module_file(conv_net, what="model"), (32, 32))
+    assert 0.98 * 0.5 <= kept <= 0.5 and report["budget"]["achieved"] == pytest.approx(kept)
+    assert report["method"] == "FD_TK" and report["decomposed_layers"] >= 1
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("runtime, trials", [("onnxruntime", 2), ("eager", 4)])
 def test_target_latency_end_to_end(runtime, trials, tiny_body, tmp_path, capsys):
@@ -109,6 +131,10 @@ def test_target_latency_end_to_end(runtime, trials, tiny_body, tmp_path, capsys)
     (["--target-latency", "0.5", "--runtime", "tvm"], "unknown --runtime 'tvm'"),
     (["--target-macs", "0.01"], "below what pruning can reach"),
     (["--target-macs", "0.5", "--backend", "netspresso"], "offline only"),
+    (["--method", "FD_CP", "--target-macs", "0.5"], "which CP has not: use FD_TK or FD_SVD"),
+    (["--method", "FD_TK", "--target-macs", "0.5", "--recommendation", "vbmf"], "drop --recommendation vbmf"),
+    (["--method", "FD_TK", "--target-latency", "1.5"], r"--target-latency must be in \(0, 1\)"),
+    (["--method", "FD_SVD", "--target-macs", "0.01"], "below what FD_SVD can reach"),
 ])
 def test_bad_budgets_and_images_are_one_line(tiny_body, tmp_path, capsys, argv, match):
     (tmp_path / "EMPTY").mkdir()
