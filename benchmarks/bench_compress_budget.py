@@ -77,7 +77,7 @@ def compress_all(args):
 def miou(args, model_path):
     if not args.cfg:
         return None
-    out_json = os.path.splitext(model_path)[0] + "_eval.json"
+    out_json = os.path.join(args.out_dir, os.path.splitext(os.path.basename(model_path))[0] + "_eval.json")
     opts = ["DATASET.ROOT", args.data_root] if args.data_root else []
     _run([os.path.join("tools", "eval.py"), "--cfg", args.cfg, "--netspresso", "--model", model_path,
           "--head", args.head, "--device", "cpu", "--json", out_json] + opts)

@@ -355,6 +355,9 @@ def _next_fraction(trials, fraction, lowest_fraction):
         # stay strictly inside the bracket (noise can put the line's root outside it)
         span = low["macs_fraction"] - high["macs_fraction"]
         guess = min(max(guess, high["macs_fraction"] + 0.1 * span), low["macs_fraction"] - 0.1 * span)
+    elif low is not None:
+        # one noisy point makes the line steep or flat: at most halve the fraction per step
+        guess = max(guess, low["macs_fraction"] / 2)
     return min(max(guess, lowest_fraction), 0.999)
 
 

@@ -104,6 +104,8 @@ def test_next_fraction_solves_the_line_and_stays_in_the_bracket():
     step = budget_lib._next_fraction([_trial(0.3, 0.5), _trial(0.2, 0.3)], 0.4, 0.05)
     assert 0.2 < step < 0.3
     assert budget_lib._next_fraction([_trial(0.1, 0.9)], 0.4, 0.08) == 0.08  # floor
+    # a steep extrapolation (one noisy point) is damped to halving
+    assert budget_lib._next_fraction([_trial(0.7, 1.3), _trial(0.35, 0.82)], 0.7, 0.01) == pytest.approx(0.175)
 
 
 def test_search_latency_meets_the_budget_with_a_linear_latency(monkeypatch):
