@@ -120,9 +120,12 @@ def test_prune_then_decompose_svd_and_cp(tiny_sm, fast):
     name = fd.decomposable_layers(pruned, "FD_CP")[4]
     cp, report = fd.compress_model(svd, "FD_CP", "manual", layer_ranks={name: 2}, report_sizes=[SIZE])
     assert report["layers"][name]["decomposed"] and report["decomposed_layers"] == 1
+    # pruning again: the depthwise CP stages keep their rank (grouped conv outputs are not pruned)
+    again, report = prune(cp, "PR_L2", "slamp", ratio=0.2, **fast)
+    assert report["layers"][f"{name}.1"]["out"] == [2, 2]
     x = torch.randn(1, 3, *SIZE)
     with torch.no_grad():
-        assert [o.shape for o in cp(x)] == [o.shape for o in body(x)]
+        assert [o.shape for o in again(x)] == [o.shape for o in body(x)]
 
 
 def test_bad_ranks_and_recommendations(tiny_sm):
