@@ -95,6 +95,14 @@ def _time(models, backends, size, threads, runs, warmup):
 
 
 def main(args):
+    threads = torch.get_num_threads()
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args):
     setup_logging()
     mac_sizes = [tuple(s) for s in (args.mac_sizes or [(512, 1024), (1024, 2048)])]
     work = args.work_dir or tempfile.mkdtemp(prefix="bench_compress_")
