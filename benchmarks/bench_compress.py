@@ -145,8 +145,9 @@ def _run(args):
         if miou:
             cells.append("-" if miou.get(label) is None else f"{100 * miou[label]:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
-    table = "\n".join(lines) + f"\n\ninput 1x3x{args.size[0]}x{args.size[1]}, median of {args.runs} alternating runs; " \
-                                f"decomposition seconds: " + ", ".join(f"{k} {rows[k]['seconds']:.1f}" for k, _, _ in VARIANTS)
+    seconds = ", ".join(f"{k} {rows[k]['seconds']:.1f}" for k, _, _ in VARIANTS)
+    table = "\n".join(lines) + (f"\n\ninput 1x3x{args.size[0]}x{args.size[1]}, median of {args.runs} alternating "
+                                f"runs; decomposition seconds: {seconds}")
     print(table)
     if args.output:
         atomic_write_text(table + "\n", args.output)
