@@ -155,8 +155,7 @@ def test_decompose_on_cuda_matches_cpu(tiny_sm):
     body, _ = tiny_sm
     ranks, _ = fd.recommend_ranks(body, "FD_TK", "vbmf", ratio=0.5)
     on_cpu, _ = fd.decompose_model(body, "FD_TK", ranks, report_sizes=[SIZE])
-    on_cuda, report = fd.decompose_model(body.cuda(), "FD_TK", ranks, report_sizes=[SIZE], device="cuda")
-    body.cpu()
+    on_cuda, _ = fd.decompose_model(body, "FD_TK", ranks, report_sizes=[SIZE], device="cuda")
     x = torch.randn(1, 3, *SIZE)
     with torch.no_grad():
         assert all(_rel(a, b) < 1e-4 for a, b in zip(on_cuda(x), on_cpu.eval()(x)))
