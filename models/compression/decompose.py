@@ -185,7 +185,7 @@ def check_layer_ranks(model, method, layer_ranks, source="--layer-ranks"):
     out = {}
     for name, value in layer_ranks.items():
         if name not in candidates:
-            what = "a KxK convolution" if method in ("FD_TK", "FD_CP") else "a 1x1 convolution or linear layer"
+            what = "KxK convolution" if method in ("FD_TK", "FD_CP") else "1x1 convolution or linear layer"
             hint = ", ".join(valid[:6]) + (" ..." if len(valid) > 6 else "")
             raise CompressionError(f"{source}: no {what} named '{name}' in the model ({method}); "
                                    f"decomposable layers include {hint}")
