@@ -25,7 +25,6 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.utils.benchmark as benchmark
 from torch.utils.flop_counter import FlopCounterMode
 
 from models.compression.graph import _CONV
@@ -307,6 +306,10 @@ def time_pair(baseline, candidate, images, threads, rounds=3, min_run_time=0.5):
 
     Alternating rounds put both under the same background load (the machine may be shared).
     """
+    # Imported here: torch.utils.benchmark pulls in cpp_extension, which warns on import on
+    # machines with a CUDA toolkit but no driver, and the CLIs must print one line on errors.
+    import torch.utils.benchmark as benchmark
+
     threads = int(threads or torch.get_num_threads())
     timers = [benchmark.Timer(stmt="run(x)", globals={"run": run, "x": images}, num_threads=threads)
               for run in (baseline, candidate)]
