@@ -11,6 +11,9 @@ changes channel counts, never spatial sizes, so a layer's MACs scale with its ke
 fractions. Rounding channel counts (``round_to``) may overshoot, so the internal target is
 bisected until the rounded plan fits.
 
+Decomposition (FD_TK / FD_SVD, :class:`RankPlanner`): a layer's rank is priced by the
+singular-value energy it discards per MAC it saves; see the class for the search.
+
 Latency budget (``--target-latency F``): latency does not add up per layer, so it is
 measured. The MAC fraction is the lever: prune to a MAC fraction, time the result against
 the original (alternating, ``torch.utils.benchmark``) with the chosen runtime, and update

@@ -59,3 +59,21 @@ def test_decomposition_budget_errors():
         budget_lib.decompose_to_budget(net, "FD_CP", target_macs=0.5, report_sizes=[(8, 8)])
     with pytest.raises(CompressionError, match=r"--target-latency must be in \(0, 1\)"):
         budget_lib.decompose_to_budget(net, "FD_SVD", target_latency=1.2, report_sizes=[(8, 8)])
+
+
+def test_decompose_to_latency_budget_reports_the_measurement(monkeypatch):
+    """The latency search drives the rank planner; timings are faked (latency = 0.2 + 0.8 * MACs)."""
+    from models.compression.report import count_macs as macs_of
+
+    net = _adapter(_low_rank_pair())
+    total = macs_of(net, (8, 8))
+    monkeypatch.setattr(budget_lib, "make_runner", lambda model, *a, **k: model)
+    monkeypatch.setattr(budget_lib, "time_pair",
+                        lambda base, cand, *a, **k: (1.0, 0.2 + 0.8 * macs_of(cand, (8, 8)) / total))
+    model, report = budget_lib.decompose_to_budget(net, "FD_SVD", target_latency=0.9, runtime="eager", threads=1,
+                                                   report_sizes=[(8, 8)])
+    budget = report["budget"]
+    assert budget["kind"] == "latency" and budget["asked"] == 0.9 and budget["runtime"] == "eager"
+    assert budget["achieved"] <= 0.9 and budget["achieved"] == pytest.approx(0.2 + 0.8 * report["macs_kept"])
+    assert budget["latency_ms"] == {"before": 1000.0, "after": pytest.approx(1e3 * budget["achieved"])}
+    assert macs_of(model, (8, 8)) / total == pytest.approx(report["macs_kept"])
