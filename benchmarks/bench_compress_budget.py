@@ -34,7 +34,6 @@ from utils.io import atomic_write_text  # noqa: E402
 
 logger = logging.getLogger(__name__)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SIZES = [(512, 1024), (1024, 2048)]
 
 
 def get_args_parser():
@@ -48,7 +47,10 @@ def get_args_parser():
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts to time")
     parser.add_argument("--runtimes", nargs="+", default=["eager", "onnxruntime"])
     parser.add_argument("--latency-size", type=int, nargs=2, default=[512, 1024], metavar=("H", "W"))
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 1024, 2048], metavar="H W",
+                        help="sizes (H W pairs) at which MACs are reported; the last one is --target-macs's")
     parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds per pair")
+    parser.add_argument("--min-run-time", type=float, default=1.0, help="seconds per timing block")
     parser.add_argument("--output", default=None, help="markdown table path (default: print only)")
     return parser
 
@@ -61,10 +63,17 @@ def _run(argv):
     return result
 
 
-def compress_all(args):
+def _pairs(values):
+    if len(values) % 2:
+        raise ValueError(f"--sizes takes H W pairs, got {values}")
+    return [(values[i], values[i + 1]) for i in range(0, len(values), 2)]
+
+
+def compress_all(args, sizes):
+    size = ["--input-size", str(sizes[-1][0]), str(sizes[-1][1])]
     runs = {
-        "PR_NN slamp 0.6": ["--method", "PR_NN", "--images", args.images, "--ratio", "0.6"],
-        "PR_L2 --target-macs 0.4": ["--method", "PR_L2", "--target-macs", "0.4"],
+        "PR_NN slamp 0.6": ["--method", "PR_NN", "--images", args.images, "--ratio", "0.6"] + size,
+        "PR_L2 --target-macs 0.4": ["--method", "PR_L2", "--target-macs", "0.4"] + size,
     }
     paths = {}
     for name, extra in runs.items():
@@ -88,9 +97,10 @@ def miou(args, model_path):
 def main(args):
     setup_logging()
     os.makedirs(args.out_dir, exist_ok=True)
-    paths = {"uncompressed": args.model, **compress_all(args)}
+    sizes = _pairs(args.sizes)
+    paths = {"uncompressed": args.model, **compress_all(args, sizes)}
     models = {name: load_module_file(path, what="model").eval() for name, path in paths.items()}
-    rows = {name: {"summary": summary(model, SIZES)} for name, model in models.items()}
+    rows = {name: {"summary": summary(model, sizes)} for name, model in models.items()}
     for name, path in paths.items():
         rows[name]["miou"] = miou(args, path)
     device = torch.device("cpu")
@@ -104,28 +114,28 @@ def main(args):
                     continue
                 runner = make_runner(model, runtime, device, args.latency_size, threads)
                 base_s, cand_s = time_pair(base_runner, runner, images, threads, rounds=args.rounds,
-                                           min_run_time=1.0)
+                                           min_run_time=args.min_run_time)
                 rows[name][(runtime, threads)] = (cand_s, base_s)
                 logger.info("%s %s %d thread(s): %.1f ms vs %.1f ms", name, runtime, threads, 1e3 * cand_s,
                             1e3 * base_s)
-    text = table(rows, args)
+    text = table(rows, args, sizes)
     print(text)
     if args.output:
         atomic_write_text(text + "\n", args.output)
     return 0
 
 
-def table(rows, args):
+def table(rows, args, sizes):
     base = rows["uncompressed"]["summary"]
     keys = [(r, t) for r in args.runtimes for t in args.threads]
     h, w = args.latency_size
-    head = ("| model | params | MACs 512x1024 | MACs 1024x2048 | "
+    head = ("| model | params | " + " | ".join(f"MACs {hh}x{ww}" for hh, ww in sizes) + " | "
             + " | ".join(f"{r} {t}T {h}x{w} (vs uncompressed)" for r, t in keys) + " | mIoU, no fine-tune |")
-    lines = [head, "|" + "---|" * (5 + len(keys))]
+    lines = [head, "|" + "---|" * (3 + len(sizes) + len(keys))]
     for name, row in rows.items():
         s = row["summary"]
         cells = [name, f"{s['params'] / 1e6:.3f}M ({s['params'] / base['params']:.2f}x)"]
-        for hh, ww in SIZES:
+        for hh, ww in sizes:
             key = f"{hh}x{ww}"
             cells.append(f"{s['macs'][key] / 1e9:.2f}G ({s['macs'][key] / base['macs'][key]:.3f}x)")
         for key in keys:

@@ -8,7 +8,6 @@ import torch
 from models.compression import budget as budget_lib
 from models.compression import compress_model
 from models.compression import graph as graph_lib
-from models.compression.importance import squared_norms
 from models.compression.report import count_macs
 from utils.errors import CompressionError
 
