@@ -66,8 +66,7 @@ def _body(path):
     return export_pidnet(pidnet_s(19).eval())[0]
 
 
-def _miou(cfg, opts, model_file):
-    out = model_file + ".eval.json"
+def _miou(cfg, opts, model_file, out):
     run = subprocess.run([sys.executable, "tools/eval.py", "--cfg", cfg, "--netspresso", "--model", model_file,
                           "--device", "cpu", "--no-progress", "--json", out, *opts],
                          cwd=ROOT, capture_output=True, text=True)
@@ -124,7 +123,8 @@ def _run(args):
         rows[label] = dict(report["after"], seconds=seconds, layers=report["decomposed_layers"])
         models.append((label, module.eval()))
     latency = {t: _time(models, args.backends, tuple(args.size), t, args.runs, args.warmup) for t in args.threads}
-    miou = {label: _miou(args.cfg, args.eval_opts, path) for label, path in files.items() if path} if args.cfg else {}
+    miou = {label: _miou(args.cfg, args.eval_opts, path, os.path.join(work, label.replace(" ", "_") + ".eval.json"))
+            for label, path in files.items() if path} if args.cfg else {}
 
     keys = [f"{h}x{w}" for h, w in mac_sizes]
     head = ["variant", "layers", "params (M)"] + [f"GMACs {k}" for k in keys]

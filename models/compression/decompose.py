@@ -23,7 +23,7 @@ API used by the budget search (stable)::
     full = full_ranks(model, method)                      # {name: [r_in, r_out] | r}
     geometry = layer_geometry(model, (1024, 2048))        # {name: Geometry}, one forward pass
     before, after = layer_macs_for_rank(model.get_submodule(name), method, rank, geometry[name])
-    ranks = recommend_ranks(model, method, "vbmf", ratio=0.0)
+    ranks, vbmf_ranks = recommend_ranks(model, method, "vbmf", ratio=0.0)
     decomposed, report = decompose_model(model, method, ranks, report_sizes=[(1024, 2048)])
 """
 import copy
