@@ -34,8 +34,11 @@ logger = logging.getLogger(__name__)
 ENGINES = ("onnxruntime", "openvino")
 RUNTIMES = ("onnxruntime", "openvino")
 PRECISIONS = ("int8", "fp16")
-# Operators whose weights make a "layer" for sensitivity and mixed precision.
-WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# The operators that carry quantization error in a QDQ PIDNet (weights and/or activations):
+# the units of the sensitivity analysis and of mixed precision. Conv alone is not enough:
+# int8 Add/Mul/Concat/Resize outputs cost PIDNet-S as much logits SNR as all its convs.
+LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul", "Concat", "Resize",
+             "BatchNormalization", "Sigmoid", "AveragePool", "GlobalAveragePool", "MaxPool")
 # SNR requests outside this range are typos: 0 dB is noise as loud as the signal, and fp32
 # rounding of two computation orders already stops near 100-140 dB.
 MIN_SNR_RANGE = (1.0, 80.0)
@@ -97,9 +100,14 @@ def _shape_text(dims):
     return "x".join("?" if d is None else str(d) for d in dims) or "scalar"
 
 
-def weighted_layers(model):
-    """Names of the weighted operators (conv/gemm/matmul) of an ONNX model, in graph order."""
-    return [node.name for node in model.graph.node if node.op_type in WEIGHTED_OPS]
+def quantizable_layers(model, calibrated=None):
+    """Names of the nodes of ``model`` that int8 quantization touches, in graph order.
+
+    ``calibrated`` (tensor names with a calibration range) drops the nodes that compute
+    integer shapes (the Concat/Mul of Resize sizes), which are never quantized.
+    """
+    return [node.name for node in model.graph.node if node.op_type in LAYER_OPS
+            and (calibrated is None or all(name in calibrated for name in node.output))]
 
 
 def check_min_snr(value):
@@ -196,6 +204,8 @@ class _ArrayReader:
         return len(self.images)
 
 
+# uint8 activations, int8 per-channel weights: the pairing that OpenVINO executes with the same
+# result as onnxruntime (int8 activations lost ~10 dB of logits SNR there on PIDNet-S).
 def _ort_quantize(fp32_path, out_path, images, input_name, exclude=(), only=None, cache_path=None):
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static
@@ -208,7 +218,7 @@ def _ort_quantize(fp32_path, out_path, images, input_name, exclude=(), only=None
     root.setLevel(logging.ERROR)
     try:
         quantize_static(os.fspath(fp32_path), os.fspath(out_path), reader, quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         nodes_to_quantize=list(only) if only is not None else None,
                         nodes_to_exclude=list(exclude), calibrate_method=CalibrationMethod.MinMax,
                         calibration_cache_path=os.fspath(cache_path) if cache_path else None)
@@ -278,16 +288,29 @@ def convert_fp16(fp32_path, out_path):
 
 # --------------------------------------------------------------------------- mixed precision
 
+def calibrate_ranges(fp32_path, images, workdir):
+    """Calibrate every tensor of ``fp32_path`` once (onnxruntime MinMax) into ``workdir``'s range
+    cache; returns the cache path and the names of the calibrated (float) tensors."""
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    _, input_name, _ = load_segmenter_onnx(fp32_path)
+    cache = os.path.join(workdir, "calibration_ranges.json")
+    if not os.path.isfile(cache):
+        _ort_quantize(fp32_path, os.path.join(workdir, "all_layers.onnx"), images, input_name, cache_path=cache)
+    return cache, set(load_tensors_data(cache))
+
+
 def layer_sensitivity(fp32_path, images, eval_images, reference, workdir, layers=None, threads=None,
                       progress=None):
     """``{layer: SNR dB}`` of the logits when only that layer is int8 (onnxruntime QDQ).
 
-    One calibration over ``images`` (cached in ``workdir``), then one quantization per layer,
-    each run on ``eval_images`` and compared with ``reference`` (their fp32 logits).
+    One calibration over ``images`` (:func:`calibrate_ranges`), then one quantization per layer
+    (``layers`` defaults to every :func:`quantizable_layers`), each run on ``eval_images`` and
+    compared with ``reference`` (their fp32 logits).
     """
     model, input_name, _ = load_segmenter_onnx(fp32_path)
-    layers = weighted_layers(model) if layers is None else list(layers)
-    cache = os.path.join(workdir, "calibration_ranges.json")
+    cache, calibrated = calibrate_ranges(fp32_path, images, workdir)
+    layers = quantizable_layers(model, calibrated) if layers is None else list(layers)
     result = {}
     for index, name in enumerate(layers):
         path = os.path.join(workdir, "one_layer.onnx")
