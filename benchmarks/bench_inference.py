@@ -1,4 +1,4 @@
-"""Inference latency of every backend of ``models/deploy.py`` (a benchmark, not a unit test).
+"""Inference latency of every backend of ``models/deploy/`` (a benchmark, not a unit test).
 
 All (model, backend) pairs are prepared in one process and timed in alternation (one call of
 each per round, ``--runs`` rounds after ``--warmup``), so machine load affects them alike. The
@@ -115,6 +115,8 @@ def build_models(args):
 def run_benchmark(models, backends, images, runs, warmup, threads=None):
     """Time every (model, backend) in alternation; returns a list of row dicts."""
     device = images.device
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
     entries = []
     for label, model in models:
         with torch.inference_mode():
