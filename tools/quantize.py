@@ -45,7 +45,7 @@ MODEL_FILES = {"int8": "model_int8.onnx", "fp16": "model_fp16.onnx"}
 
 
 def get_args_parser():
-    from models.quantize_wip import ENGINES, PRECISIONS
+    from models.deploy.quantize import ENGINES, PRECISIONS
 
     parser = argparse.ArgumentParser(description="Quantize PIDNet to an int8 (calibrated) or fp16 ONNX model",
                                      allow_abbrev=False)
@@ -89,7 +89,7 @@ def parse_args(argv=None):
 # --------------------------------------------------------------------------- checks
 
 def check_args(args):
-    from models.quantize_wip import ENGINES, PRECISIONS, check_min_snr
+    from models.deploy.quantize import ENGINES, PRECISIONS, check_min_snr
 
     if args.engine not in ENGINES:
         raise ConfigError(f"unknown --engine '{args.engine}': use {' or '.join(ENGINES)}")
@@ -246,7 +246,7 @@ def build_train_dataset(cfg):
 def export_fp32(args, cfg, path, size):
     """Write the fp32 ONNX of the model to quantize at ``path``; returns ``(description, num_classes)``."""
     from models.deploy import export_onnx, fold_batchnorm
-    from models.quantize_wip import load_segmenter_onnx
+    from models.deploy.quantize import load_segmenter_onnx
 
     num_classes = cfg.DATASET.NUM_CLASSES if cfg is not None else None
     if args.onnx:
@@ -280,28 +280,15 @@ def default_input_size(args, cfg):
     if cfg is not None:
         return int(cfg.TEST.IMAGE_SIZE[1]), int(cfg.TEST.IMAGE_SIZE[0])
     if args.onnx:
-        from models.quantize_wip import _dims, load_segmenter_onnx
+        from models.deploy.onnx_file import describe_onnx
 
-        model, _, _ = load_segmenter_onnx(args.onnx)
-        dims = _dims(model.graph.input[0])
-        if dims[2] and dims[3]:
-            return dims[2], dims[3]
+        shape = describe_onnx(args.onnx).input_shape
+        if isinstance(shape[2], int) and isinstance(shape[3], int):
+            return shape[2], shape[3]
     raise ConfigError("no input size: pass --input-size H W (or --cfg for TEST.IMAGE_SIZE)")
 
 
 # --------------------------------------------------------------------------- evaluation
-
-class _OnnxSegmenter:
-    """tools/eval-style model function over an ONNX file: NCHW tensor -> logits tensor."""
-
-    def __init__(self, path, threads):
-        from models.quantize_wip import OnnxModel
-
-        self.model = OnnxModel(path, "onnxruntime", threads)
-
-    def __call__(self, images):
-        return torch.from_numpy(self.model(images.detach().cpu().float().numpy()))
-
 
 def evaluate_onnx(cfg, path, threads):
     from torch.utils.data import DataLoader
@@ -311,7 +298,11 @@ def evaluate_onnx(cfg, path, threads):
 
     dataset = build_test_dataset(cfg)
     loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=0)
-    result = evaluate(_OnnxSegmenter(path, threads), loader, cfg.DATASET.NUM_CLASSES,
+    from models.deploy.onnx_file import prepare_onnx_file
+
+    runner = prepare_onnx_file(path, "onnxruntime", torch.device("cpu"), threads=threads,
+                               num_classes=cfg.DATASET.NUM_CLASSES)
+    result = evaluate(runner, loader, cfg.DATASET.NUM_CLASSES,
                       ignore_label=cfg.TRAIN.IGNORE_LABEL, device=torch.device("cpu"),
                       align_corners=cfg.MODEL.ALIGN_CORNERS, progress=False, desc=os.path.basename(path))
     return result["mean_iou"]
@@ -321,7 +312,7 @@ def evaluate_onnx(cfg, path, threads):
 
 def quantize(args, cfg, work, out_dir, images, reference, snr_images, fp32_path):
     """Make the quantized file in ``out_dir``; returns the report's quantization fields."""
-    from models import quantize_wip as q
+    from models.deploy import quantize as q
 
     path = os.path.join(out_dir, MODEL_FILES[args.precision])
     info = {"float_layers": [], "layer_snr_db": {}, "mixed": None}
@@ -358,7 +349,7 @@ def quantize(args, cfg, work, out_dir, images, reference, snr_images, fp32_path)
 
 def main(args):
     from configs.default import load_config
-    from models import quantize_wip as q
+    from models.deploy import quantize as q
 
     check_args(args)
     cfg = load_config(args.cfg, args.opts) if args.cfg else None

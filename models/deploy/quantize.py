@@ -27,7 +27,7 @@ import tempfile
 
 import numpy as np
 
-from utils.errors import CheckpointError, ModelError
+from utils.errors import ModelError
 
 logger = logging.getLogger(__name__)
 
@@ -47,57 +47,19 @@ MIN_SNR_RANGE = (1.0, 80.0)
 # --------------------------------------------------------------------------- checks
 
 def load_segmenter_onnx(path, num_classes=None):
-    """Load and check an ONNX segmenter: ``(onnx.ModelProto, input_name, output_name)``.
+    """Check an ONNX segmenter (:func:`models.deploy.onnx_file.describe_onnx`) and load it:
+    ``(onnx.ModelProto, input_name, output_name)``.
 
     Raises:
-        CheckpointError: the file is missing, unreadable or not a valid ONNX model.
-        ModelError: it is not an image segmenter (one 4-D float input with 3 channels, a 4-D
-            first output with ``num_classes`` channels when the file states them).
+        CheckpointError: the file is missing or not ONNX.
+        ModelError: not a PIDNet-like segmenter, or another class count than ``num_classes``.
     """
     import onnx
 
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"ONNX file not found: {path}. Export one with tools/export_onnx.py "
-                              "or pass --cfg ... TEST.MODEL_FILE ckpt instead of --onnx")
-    try:
-        model = onnx.load(path)
-        onnx.checker.check_model(model)
-    except Exception as exc:  # protobuf DecodeError, onnx ValidationError, OSError...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path} is not a valid ONNX model ({type(exc).__name__}: {first[:160]}): "
-                              "re-export it with tools/export_onnx.py") from None
-    initializers = {init.name for init in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in initializers]
-    if len(inputs) != 1 or not model.graph.output:
-        raise ModelError(f"{path} is not a PIDNet-like segmenter: it has {len(inputs)} inputs and "
-                         f"{len(model.graph.output)} outputs (expected one NCHW image input and the logits "
-                         "as the first output); export the model with tools/export_onnx.py")
-    image, logits = inputs[0], model.graph.output[0]
-    in_dims = _dims(image)
-    out_dims = _dims(logits)
-    float_types = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
-    if (image.type.tensor_type.elem_type not in float_types or len(in_dims) != 4
-            or in_dims[1] not in (3, None)):
-        raise ModelError(f"{path} is not an image segmenter: its input '{image.name}' has shape "
-                         f"{_shape_text(in_dims)} (expected float N x 3 x H x W); export a segmenter "
-                         "with tools/export_onnx.py")
-    if len(out_dims) != 4:
-        raise ModelError(f"{path} is not a segmenter: its first output '{logits.name}' has shape "
-                         f"{_shape_text(out_dims)} (expected N x classes x H x W logits)")
-    if num_classes is not None and out_dims[1] is not None and out_dims[1] != num_classes:
-        raise ModelError(f"{path} predicts {out_dims[1]} classes but DATASET.NUM_CLASSES is {num_classes}: "
-                         "use the config the model was trained with")
-    return model, image.name, logits.name
+    from models.deploy.onnx_file import describe_onnx
 
-
-def _dims(value_info):
-    shape = value_info.type.tensor_type.shape
-    return [d.dim_value if d.HasField("dim_value") else None for d in shape.dim]
-
-
-def _shape_text(dims):
-    return "x".join("?" if d is None else str(d) for d in dims) or "scalar"
+    info = describe_onnx(path, num_classes)
+    return onnx.load(os.fspath(path)), info.input_name, info.output_name
 
 
 def quantizable_layers(model, calibrated=None):
@@ -133,44 +95,22 @@ def snr_db(reference, test):
 
 
 class OnnxModel:
-    """An ONNX file run by onnxruntime or OpenVINO on the CPU: ``model(NCHW float32 array)``
-    returns the first output (the main logits) as a float32 array."""
+    """An ONNX file on the CPU through :func:`models.deploy.onnx_file.prepare_onnx_file`:
+    ``model(NCHW float32 array)`` returns the main logits as a float32 array."""
 
     def __init__(self, path, runtime="onnxruntime", threads=None):
-        if runtime not in RUNTIMES:
-            raise ModelError(f"unknown runtime '{runtime}': use one of {', '.join(RUNTIMES)}")
+        import torch
+
+        from models.deploy.onnx_file import prepare_onnx_file
+
         self.path, self.runtime = os.fspath(path), runtime
-        threads = int(threads or _default_threads())
-        if runtime == "onnxruntime":
-            import onnxruntime as ort
-
-            options = ort.SessionOptions()
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-            options.log_severity_level = 3
-            self._session = ort.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
-            self.input_name = self._session.get_inputs()[0].name
-            self._run = lambda x: self._session.run(None, {self.input_name: x})[0]
-        else:
-            import openvino as ov
-
-            core = ov.Core()
-            # f32 inference precision: by default OpenVINO runs fp32 models in bf16 on CPUs that
-            # have it, which would hide the quantization error behind bf16's.
-            config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
-                      "INFERENCE_PRECISION_HINT": "f32"}
-            self._compiled = core.compile_model(self.path, "CPU", config)
-            self._run = lambda x: self._compiled(x)[0]
+        self._runner = prepare_onnx_file(path, runtime, torch.device("cpu"), threads=threads)
 
     def __call__(self, images):
-        return np.asarray(self._run(np.ascontiguousarray(images, dtype=np.float32)), dtype=np.float32)
+        import torch
 
-
-def _default_threads():
-    import torch
-
-    return torch.get_num_threads()
+        images = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+        return self._runner(images).numpy().astype(np.float32, copy=False)
 
 
 def run_images(model, images):
