@@ -92,7 +92,10 @@ def check_args(args):
     from models.deploy.quantize import ENGINES, PRECISIONS, check_min_snr
 
     if args.engine not in ENGINES:
-        raise ConfigError(f"unknown --engine '{args.engine}': use {' or '.join(ENGINES)}")
+        hint = (" (TensorRT is a runtime, not a quantizer: the int8 QDQ file runs on it with "
+                "onnxruntime-gpu's TensorRT provider on CUDA, e.g. models/speed/pidnet_speed.py --onnx FILE "
+                "--device cuda)") if args.engine.lower() == "tensorrt" else ""
+        raise ConfigError(f"unknown --engine '{args.engine}': use {' or '.join(ENGINES)}{hint}")
     if args.precision not in PRECISIONS:
         raise ConfigError(f"unknown --precision '{args.precision}': use {' or '.join(PRECISIONS)}")
     if args.mixed:

@@ -169,7 +169,7 @@ def _not_segmenter(tmp_path):
     ("not a segmenter", r"vector\.onnx takes input 'x' of shape \[1, 10\]: a segmenter"),
     ("wrong classes", r"predicts 19 classes, but 11 are expected"),
     ("empty calib dir", r"--calib-dir .*empty holds no images"),
-    ("empty train list", r"the calibration list .*empty\.lst is empty"),
+    ("empty train list", r"list file is empty: .*empty\.lst"),
     ("unknown engine", r"unknown --engine 'tensorrt': use onnxruntime or openvino"),
     ("unknown precision", r"unknown --precision 'int4'"),
     ("min-snr too low", r"--min-snr 0\.0 is out of range"),
@@ -196,6 +196,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(case, pattern, trained_tiny, t
     elif case == "empty train list":
         lists = tmp_path / "root" / "list" / "cityscapes"
         lists.mkdir(parents=True)
+        (tmp_path / "root" / "cityscapes").mkdir()
         (lists / "empty.lst").write_text("")
         args += ["DATASET.ROOT", str(tmp_path / "root") + os.sep, "DATASET.TRAIN_SET", "list/cityscapes/empty.lst"]
     elif case == "unknown engine":
