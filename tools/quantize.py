@@ -45,7 +45,7 @@ MODEL_FILES = {"int8": "model_int8.onnx", "fp16": "model_fp16.onnx"}
 
 
 def get_args_parser():
-    from models.deploy.quantize import ENGINES, PRECISIONS
+    from models.deploy.quantize import CALIBRATIONS, DEFAULT_CALIBRATION, ENGINES, PRECISIONS
 
     parser = argparse.ArgumentParser(description="Quantize PIDNet to an int8 (calibrated) or fp16 ONNX model",
                                      allow_abbrev=False)
@@ -63,6 +63,9 @@ def get_args_parser():
                         help="calibration images drawn from DATASET.TRAIN_SET (default 100)")
     parser.add_argument("--calib-dir", default=None,
                         help="calibrate on the images of this folder instead (preprocessed as tools/custom.py)")
+    parser.add_argument("--calibration", default=DEFAULT_CALIBRATION, choices=sorted(CALIBRATIONS),
+                        help="how onnxruntime turns the calibration images into ranges (default "
+                             f"{DEFAULT_CALIBRATION}; NNCF, --engine openvino, has its own)")
     parser.add_argument("--seed", type=int, default=0, help="which calibration images are drawn (default 0)")
     parser.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"),
                         help="calibration image size (default: TEST.IMAGE_SIZE)")
@@ -329,13 +332,13 @@ def quantize(args, cfg, work, out_dir, images, reference, snr_images, fp32_path)
 
         start = time.perf_counter()
         sensitivity = q.layer_sensitivity(fp32_path, images, snr_images, reference, work, threads=args.threads,
-                                          progress=progress)
+                                          progress=progress, calibration=args.calibration)
         trial_path = os.path.join(work, "trial.onnx")
 
         def snr_with(excluded):
             q.quantize_int8(fp32_path, trial_path, images, args.engine, exclude=excluded,
                             cache_path=os.path.join(work, "calibration_ranges.json")
-                            if args.engine == "onnxruntime" else None)
+                            if args.engine == "onnxruntime" else None, calibration=args.calibration)
             return q.logits_snr(trial_path, snr_images, reference, threads=args.threads)
 
         exclude, snr, trials = q.recommend_float_layers(sensitivity, snr_with, args.min_snr)
@@ -346,7 +349,7 @@ def quantize(args, cfg, work, out_dir, images, reference, snr_images, fp32_path)
         if snr < args.min_snr:
             logger.warning("--mixed: %.1f dB < --min-snr %.1f even with %d layers in float", snr, args.min_snr,
                            len(exclude))
-    q.quantize_int8(fp32_path, path, images, args.engine, exclude=exclude)
+    q.quantize_int8(fp32_path, path, images, args.engine, exclude=exclude, calibration=args.calibration)
     return path, info
 
 
@@ -387,6 +390,7 @@ def main(args):
             "engine": args.engine if args.precision == "int8" else "onnxruntime.transformers.float16",
             "file": os.path.basename(path),
             "calibration": {"source": calib_source, "images": len(names), "seed": args.seed,
+                            "method": args.calibration if args.engine == "onnxruntime" else "nncf",
                             "input_size": list(size), "names": names, "load_seconds": round(load_seconds, 2),
                             "quantize_seconds": round(quant_seconds, 2)},
             "logits_snr_db": snr, "snr_images": len(snr_images),

@@ -149,3 +149,13 @@ def test_atomic_dir_leaves_nothing_on_failure(tmp_path):
         open(os.path.join(out.path, "model.onnx"), "wb").close()
         out.commit()
     assert os.listdir(final) == ["model.onnx"] and os.listdir(tmp_path) == ["out"]
+
+
+@pytest.mark.parametrize("calibration", ["minmax", "percentile"])
+def test_other_calibrations(calibration, setup, tmp_path, capfd):
+    fp32, calib, evals, reference = setup
+    path = q.quantize_int8(fp32, tmp_path / "int8.onnx", calib, calibration=calibration)
+    assert q.logits_snr(path, evals, reference, threads=1) > INT8_MIN_SNR_DB
+    assert capfd.readouterr().out == ""  # onnxruntime's histogram progress stays off stdout
+    with pytest.raises(ModelError, match="unknown calibration 'kl'"):
+        q.quantize_int8(fp32, tmp_path / "x.onnx", calib, calibration="kl")
