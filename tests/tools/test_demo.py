@@ -53,6 +53,7 @@ def test_failing_step_stops_with_one_line_naming_step_and_log(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the subprocess's own limit: 17 steps on a shared 2-core box
 def test_quick_demo_writes_filled_report(tmp_path):
     report = tmp_path / "report"
     proc = run_demo(["--quick", "--workdir", str(tmp_path / "work"), "--report-dir", str(report)], timeout=900)
