@@ -491,7 +491,7 @@ def plot_tradeoff(points, path, title="Accuracy vs latency"):
     ax.grid(alpha=0.3, which="both")
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    ax.legend(frameon=False, fontsize=9, loc="lower right")
+    ax.legend(frameon=False, fontsize=9, loc="best")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
