@@ -11,6 +11,7 @@ Examples::
     python benchmarks/bench_inference.py                         # PIDNet-S, 1x3x512x1024, CPU
     python benchmarks/bench_inference.py --variants s m l --runs 10 --output benchmarks/inference.md
     python benchmarks/bench_inference.py --compressed output/compress/best_model_model.pt
+    python benchmarks/bench_inference.py --threads 1 --backends eager onnxruntime openvino
     python benchmarks/bench_inference.py --size 64 128 --runs 1 --warmup 0   # smoke run
 """
 import argparse
@@ -38,6 +39,7 @@ BACKEND_SETTINGS = {
     "fused": dict(backend="fused", channels_last=True),
     "fused_nchw": dict(backend="fused", channels_last=False),
     "onnxruntime": dict(backend="onnxruntime"),
+    "openvino": dict(backend="openvino"),
     "compile": dict(backend="compile", fallback=False),
 }
 

@@ -194,7 +194,7 @@ def _onnxruntime_runner(export, device, precision, threads):
     return runner
 
 
-def _openvino_runner(export, device, precision, threads):
+def _check_openvino(device, precision):
     if not runtimes.openvino_available():
         raise ModelError("backend 'openvino' needs the openvino package: pip install openvino, "
                          "or choose another backend")
@@ -204,6 +204,10 @@ def _openvino_runner(export, device, precision, threads):
     if device.type != "cpu":
         raise DeviceError(f"backend 'openvino' runs on the CPU (got device {device}): use --device cpu, "
                           "or --backend fused/onnxruntime on CUDA")
+
+
+def _openvino_runner(export, device, precision, threads):
+    _check_openvino(device, precision)
     compiled = runtimes.compile_openvino(export.path(), device, threads)
     runner = InferenceRunner("openvino", device, runtimes.openvino_run_fn(compiled), None,
                              f"device=CPU, precision=fp32, threads={compiled.get_property('INFERENCE_NUM_THREADS')}")
@@ -272,20 +276,22 @@ def prepare_inference(model, backend="eager", device=None, example_input=(512, 1
     Args:
         model: PIDNet (``augment`` either way), any nn.Module or torch.fx GraphModule. It is put
             in eval mode; ``eager`` runs it as is (moved to ``device``), while ``fused``,
-            ``onnxruntime`` and ``compile`` work on a BN-folded copy.
+            ``onnxruntime``, ``openvino`` and ``compile`` work on a BN-folded copy.
         backend: one of ``BACKENDS``. ``auto`` times the candidates of :func:`models.deploy.auto.auto_candidates`
             on ``example_input`` and keeps the fastest.
         device: ``torch.device`` or a name (``'cpu'``, ``'cuda'``, ``'auto'``/None).
         example_input: a tensor, ``(H, W)`` or ``(N, C, H, W)``: the size used for the ONNX
             export, the compile warm-up and the ``auto`` probe.
         output_index: which element of a list/tuple output is the main logits (PIDNet: 1).
-        precision: ``fp32``, ``fp16`` or ``bf16`` (autocast; eager/fused/compile only).
+        precision: ``fp32``, ``fp16`` or ``bf16`` (autocast; eager/fused/compile), or ``fp16``
+            for ``onnxruntime`` on CUDA (TensorRT execution provider).
         channels_last: NHWC memory format for fused/compile.
         cuda_graphs: capture the fused model in a CUDA graph (CUDA only).
         threads: ORT intra-op / OpenVINO inference threads (default ``torch.get_num_threads()``).
         compile_mode: ``torch.compile`` mode (None = default).
         fallback: when ``compile`` fails, warn and use ``fused`` instead of raising.
-        onnx_path: keep the exported ONNX file here (default: a temporary file).
+        onnx_path: keep the exported ONNX file here (default: a temporary file). To run an
+            existing ONNX file, see :func:`models.deploy.onnx_file.prepare_onnx_file`.
 
     Returns:
         :class:`InferenceRunner`; ``runner.backend`` names the backend actually used.
@@ -308,6 +314,8 @@ def prepare_inference(model, backend="eager", device=None, example_input=(512, 1
         return _eager_runner(model, device, output_index, precision)
     if backend == "fused":
         return _fused_runner(model, device, output_index, precision, channels_last, cuda_graphs)
+    if backend == "openvino":
+        _check_openvino(device, precision)  # before an example input is put on an unusable device
     example = _as_example(example_input, device)
     export = _FoldedExport(model, example, output_index, onnx_path)
     if backend == "onnxruntime":

@@ -285,3 +285,37 @@ def test_cuda_compile_and_onnxruntime_equal_eager():
     if "CUDAExecutionProvider" in ort.get_available_providers():
         runner = prepare_inference(model, "onnxruntime", "cuda", images)
         assert (runner(images) - expected).abs().max().item() < TOL
+
+
+@pytest.mark.gpu
+def test_deploy_leaves_the_cudnn_flags_to_the_caller():
+    model = tiny_pidnet("s")
+    images = torch.randn(1, 3, 64, 96, device="cuda")
+    previous = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = False
+        prepare_inference(model, "fused", "cuda", images)(images)
+        prepare_inference(model, "fused", "cuda", images, cuda_graphs=True)(images)
+        assert torch.backends.cudnn.benchmark is False
+    finally:
+        torch.backends.cudnn.benchmark = previous
+
+
+@pytest.mark.gpu
+def test_cuda_onnxruntime_fp16_needs_tensorrt():
+    import onnxruntime as ort
+
+    providers = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in providers:
+        pytest.skip("onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu)")
+    model = tiny_pidnet("s")
+    images = torch.randn(1, 3, 128, 192, device="cuda")
+    if "TensorrtExecutionProvider" not in providers:
+        with pytest.raises(DeviceError, match="needs its TensorRT execution provider"):
+            prepare_inference(model, "onnxruntime", "cuda", images, precision="fp16")
+        return
+    expected = reference(model.cuda(), images)
+    runner = prepare_inference(model, "onnxruntime", "cuda", images, precision="fp16")
+    assert runner.session.get_providers()[0] == "TensorrtExecutionProvider"
+    got = runner(images)
+    assert (got - expected).abs().mean().item() < 0.05 * expected.abs().mean().item()

@@ -1,7 +1,6 @@
 """Any PIDNet-like ONNX file (fp32, fp16, int8 QDQ) through onnxruntime and OpenVINO
 (models/deploy/onnx_file.py): same logits as eager for fp32, clear errors for bad files."""
 import functools
-import os
 
 import numpy as np
 import onnx
