@@ -10,6 +10,8 @@
     python tools/compress.py --model model_modelfx.pt --method PR_L2 --recommendation manual \
         --layer-ratios ratios.json --output compressed_manual.pt
     python tools/compress.py --model model_modelfx.pt --method PR_ID --indices ids.json --output c.pt
+    # preview the per-layer plan (kept channels, MACs) without pruning or writing anything
+    python tools/compress.py --model model_modelfx.pt --method PR_L2 --ratio 0.6 --dry-run
     # the same request on NetsPresso (pip install netspresso separately; NETSPRESSO_API_KEY set)
     python tools/compress.py --backend netspresso --model model_modelfx.pt --method PR_L2 \
         --recommendation slamp --ratio 0.6 --output compressed_pidnet.pt
@@ -29,7 +31,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from models.checkpoint import load_module_file  # noqa: E402
 from models.compression import cloud  # noqa: E402
-from models.compression.pruner import check_method, check_recommendation, compress_model  # noqa: E402
+from models.compression.pruner import (analyse, check_method, check_recommendation, check_request,  # noqa: E402
+                                       compress_model, plan_pruning, preview_layers)
 from models.compression.recommend import check_ratio, load_layer_indices, load_layer_ratios  # noqa: E402
 from models.compression.report import summary  # noqa: E402
 from models.netspresso import input_shapes  # noqa: E402
@@ -63,6 +66,8 @@ def get_args_parser():
     parser.add_argument("--report", default=None, help="JSON report path (default: <output>.json)")
     parser.add_argument("--backend", default="offline", help="offline (torch-pruning, here) or netspresso (cloud)")
     parser.add_argument("--device", default="cpu", help="device for tracing/pruning (auto, cpu, cuda)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the per-layer plan (kept channels, MACs at --input-size) and write nothing")
     return parser
 
 
@@ -97,6 +102,28 @@ def run_offline(args, sizes):
     return pruned, report
 
 
+def dry_run(args, sizes):
+    """Print what ``run_offline`` would do to each layer; prune and write nothing."""
+    layer_ratios = load_layer_ratios(args.layer_ratios) if args.layer_ratios else None
+    layer_indices = load_layer_indices(args.indices) if args.indices else None
+    method, recommendation, _, _ = check_request(args.method, args.recommendation, args.ratio, layer_ratios,
+                                                 layer_indices, args.round_to)
+    model = load_module_file(args.model, what="model")
+    analysis = analyse(model, tuple(args.trace_size), resolve_device(args.device))
+    plan = plan_pruning(analysis, method, recommendation, args.ratio, layer_ratios, layer_indices, args.round_to)
+    preview = preview_layers(analysis, plan, sizes[0])
+    first = f"{sizes[0][0]}x{sizes[0][1]}"
+    print(f"{'layer':40s} {'in':>11s} {'out':>11s} {'MACs@' + first:>22s}")
+    for name, row in preview["layers"].items():
+        if "in" in row and (row["in"][0] != row["in"][1] or row["out"][0] != row["out"][1]):
+            print(f"{name:40s} {row['in'][0]:>4d} -> {row['in'][1]:<4d} {row['out'][0]:>4d} -> {row['out'][1]:<4d} "
+                  f"{row['macs'][0] / 1e6:>9.2f}M -> {row['macs'][1] / 1e6:.2f}M")
+    before, after = preview["macs"]
+    print(f"dry run: MACs@{first} {before / 1e9:.3f}G -> {after / 1e9:.3f}G, filters removed "
+          f"{preview['ratio_achieved']:.3f} (nothing written)")
+    return 0
+
+
 def run_netspresso(args, sizes):
     method = check_method(args.method)
     recommendation = check_recommendation(method, args.recommendation)
@@ -123,6 +150,10 @@ def main(args):
     if os.path.abspath(args.output) == os.path.abspath(args.model):
         raise CompressionError("--output must differ from --model (the input would be overwritten)")
     sizes = _sizes(args)
+    if args.dry_run:
+        if backend != "offline":
+            raise CompressionError("--dry-run plans offline: drop --backend netspresso")
+        return dry_run(args, sizes)
     pruned, report = runners[backend](args, sizes)
     report_path = _report_path(args)
     atomic_save(pruned, args.output)
