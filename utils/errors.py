@@ -35,3 +35,8 @@ class CompressionError(PIDNetError):
 
 class TrainingError(PIDNetError):
     """Training cannot continue (e.g. a non-finite loss)."""
+
+
+class ConsoleError(PIDNetError):
+    """A console request the user can fix: a path outside the work directory, a refused or
+    oversized upload, a port in use, no model loaded yet, a busy job queue."""

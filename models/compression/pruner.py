@@ -25,6 +25,20 @@ logger = logging.getLogger(__name__)
 
 METHODS = ("PR_L2", "PR_GM", "PR_ID")
 RECOMMENDATIONS = ("slamp", "manual")
+# What each method does, and the compress_model keyword taking its per-layer (manual) values;
+# front ends (tools/console.py) build their forms from this table.
+METHOD_INFO = {
+    "PR_L2": {"family": "pruning", "help": "remove the filters with the smallest L2 norm",
+              "manual": "layer_ratios"},
+    "PR_GM": {"family": "pruning", "help": "remove the filters closest to the geometric median (FPGM)",
+              "manual": "layer_ratios"},
+    "PR_ID": {"family": "pruning", "help": "remove the channel indices listed per layer",
+              "manual": "layer_indices"},
+}
+RECOMMENDATION_INFO = {
+    "slamp": {"help": "global structured LAMP ranking reaching the ratio of removed filters", "ratio": [0.0, 1.0]},
+    "manual": {"help": "per-layer values edited in the layer table"},
+}
 
 
 def check_method(method):
