@@ -1,0 +1,188 @@
+"""Every console action through its HTTP API (FastAPI TestClient), on a tiny exported PIDNet."""
+import copy
+import io
+import json
+import os
+import re
+import shlex
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+import tools.compress as compress_cli
+from models.checkpoint import load_module_file, official_state_dict
+from models.compression import pruner
+from models.compression.report import count_macs, count_params
+from models.pidnet import PIDNet
+from utils.cli import run_main
+from utils.console.app import create_app
+
+from .conftest import SIZE, TINY, snapshot
+
+BODY = "tiny/model_modelfx.pt"
+
+
+@pytest.fixture
+def client(workdir):
+    app = create_app(workdir)
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def _wait(client, job_id):
+    return client.app.state.console.jobs.wait(job_id, timeout=300)
+
+
+def _load(client, **extra):
+    response = client.post("/api/model", json={"model": BODY, "input_size": SIZE, **extra})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_catalog_comes_from_the_compression_tables(client):
+    data = client.get("/api/catalog").json()
+    methods = {m["name"]: m for m in data["methods"]}
+    assert list(methods) == list(pruner.METHODS)
+    assert [r["name"] for r in methods["PR_L2"]["recommendations"]] == list(pruner.RECOMMENDATIONS)
+    assert [r["name"] for r in methods["PR_ID"]["recommendations"]] == ["manual"]
+    assert methods["PR_ID"]["manual"] == "layer_indices" and methods["PR_GM"]["manual"] == "layer_ratios"
+    assert "eager" in data["runtimes"] and "onnxruntime" in data["runtimes"]
+    files = client.get("/api/files").json()
+    assert {m["name"]: m["kind"] for m in files["models"]} == {BODY: "module", "tiny/model_headfx.pt": "module"}
+    assert "builtin:configs/cityscapes/pidnet_small_cityscapes.yaml" in [c["name"] for c in files["configs"]]
+
+
+def test_layer_table_and_preview_match_the_library(client, tiny_export):
+    body = tiny_export[0]
+    table = _load(client)
+    assert table["source"]["head"] == "tiny/model_headfx.pt"  # found beside the body
+    assert table["totals"]["params"] == count_params(body)
+    assert table["totals"]["macs"] == count_macs(body, SIZE) == sum(r["macs"] for r in table["layers"])
+    rows = {r["name"]: r for r in table["layers"]}
+    assert rows["final_layer.conv2"]["prunable"] is False and rows["final_layer.conv2"]["out"] == 5
+    assert rows["conv1.0"]["kind"] == "Conv2d 3x3 /2" and rows["conv1.0"]["l2"] > 0 and rows["conv1.0"]["gm"] > 0
+
+    preview = client.post("/api/preview", json={"method": "PR_GM", "ratio": 0.4, "round_to": 2}).json()
+    _, report = pruner.compress_model(copy.deepcopy(body), "PR_GM", "slamp", 0.4, round_to=2, trace_size=(64, 128),
+                                      report_sizes=[SIZE])
+    assert preview["macs"] == [report["before"]["macs"]["64x128"], report["after"]["macs"]["64x128"]]
+    assert preview["ratio_achieved"] == pytest.approx(report["ratio_achieved"])
+    for name, row in report["layers"].items():
+        assert preview["layers"][name]["out"] == row["out"] and preview["layers"][name]["in"] == row["in"]
+
+    manual = client.post("/api/preview", json={"method": "PR_L2", "recommendation": "manual",
+                                               "manual": {"layer3.0.conv1": "0.5"}}).json()
+    assert manual["layers"]["layer3.0.conv1"]["out"] == [32, 16]
+    ids = client.post("/api/preview", json={"method": "PR_ID", "manual": {"layer3.0.conv1": "0, 1, 2"}}).json()
+    assert ids["layers"]["layer3.0.conv1"]["out"] == [32, 29]
+
+
+BAD_REQUESTS = [
+    ({"method": "PR_L2", "ratio": 1.5}, r"must be in \(0, 1\)"),
+    ({"method": "PR_L2", "ratio": None}, r"must be a number in \(0, 1\)"),
+    ({"method": "PR_XX", "ratio": 0.5}, "unknown compression method 'PR_XX': use one of PR_L2, PR_GM, PR_ID"),
+    ({"method": "PR_L2", "recommendation": "manual", "manual": {"layer3.0.conv1": "1.2"}}, "ratio of layer 'layer3.0.conv1'"),
+    ({"method": "PR_L2", "recommendation": "manual", "manual": {"layer3.0.conv1": "half"}}, "must be a number"),
+    ({"method": "PR_L2", "recommendation": "manual", "manual": {}}, "at least one value"),
+    ({"method": "PR_L2", "recommendation": "manual", "manual": {"final_layer.conv2": "0.5"}}, "cannot be pruned"),
+    ({"method": "PR_ID", "manual": {"layer3.0.conv1": "0, 99"}}, r"out of range \[0, 32\)"),
+    ({"method": "PR_ID", "manual": {"layer3.0.conv1": ", ".join(map(str, range(32)))}}, "keep at least one"),
+    ({"method": "PR_L2", "ratio": 0.5, "round_to": 0}, "positive integer"),
+]
+
+
+def test_bad_requests_are_one_clear_line(client):
+    _load(client)
+    for body, match in BAD_REQUESTS:
+        for route in ("/api/preview", "/api/jobs/compress"):
+            response = client.post(route, json=body)
+            assert response.status_code == 400, body
+            error = response.json()["error"]
+            assert "\n" not in error and re.search(match, error), error
+    assert client.get("/api/jobs").json()["jobs"] == []  # nothing was queued
+
+
+def test_compress_job_writes_files_report_and_a_reproducing_command(client, workdir, tmp_path):
+    _load(client)
+    manual = {"layer3.0.conv1": "0.5", "layer4.0.conv1": "0.25"}
+    job = client.post("/api/jobs/compress", json={"method": "PR_L2", "recommendation": "manual",
+                                                  "manual": manual, "runtime": "fused"}).json()
+    done = _wait(client, job["id"])
+    assert done["state"] == "done", done
+    result = done["result"]
+    run = result["run"]
+    assert sorted(os.path.basename(f) for f in result["files"]) == [
+        "command.sh", "compressed.json", "compressed.pt", "layer_ratios.json", "model_headfx.pt"]
+    assert result["after"]["params"] < result["before"]["params"] and result["after"]["macs"] < result["before"]["macs"]
+    assert result["before"]["latency_ms"] > 0 and result["after"]["latency_ms"] > 0 and result["runtime"] == "fused"
+    report = client.get(f"/api/download/{result['report']}")
+    assert report.status_code == 200
+    report = report.json()
+    assert report["latency_ms"]["runtime"] == "fused" and report["after"]["params"] == result["after"]["params"]
+    compressed = load_module_file(str(workdir / run / "compressed.pt"))
+    assert count_params(compressed) == result["after"]["params"]
+
+    # The command line reproduces the run: same report figures, same weights.
+    (line,) = result["commands"]
+    argv = shlex.split(line)
+    assert argv[:2] == ["python", "tools/compress.py"]
+    out = tmp_path / "again.pt"
+    argv = argv[2:]
+    argv[argv.index("--output") + 1] = str(out)
+    assert run_main(compress_cli.main, compress_cli.get_args_parser().parse_args(argv)) == 0
+    again = json.loads((tmp_path / "again.json").read_text())
+    for key in ("before", "after", "layers", "ratio_achieved", "method", "recommendation"):
+        assert again[key] == report[key], key
+    for a, b in zip(load_module_file(str(out)).state_dict().values(), compressed.state_dict().values()):
+        assert torch.equal(a, b)
+
+    assert client.get("/api/download/../secret").status_code in (400, 404)
+    assert "outside the work directory" in client.get("/api/download/%2E%2E/x.pt").json()["error"]
+
+
+def test_failed_job_leaves_the_work_directory_as_it_was(client, workdir):
+    _load(client)
+    os.remove(workdir / "tiny" / "model_modelfx.pt")  # gone between the table and the job
+    before = snapshot(workdir)
+    job = client.post("/api/jobs/compress", json={"method": "PR_L2", "ratio": 0.5}).json()
+    done = _wait(client, job["id"])
+    assert done["state"] == "failed" and "does not exist in the work directory" in done["error"]
+    assert "\n" not in done["error"]
+    assert snapshot(workdir) == before
+
+
+def test_bad_models_and_no_model(client, workdir):
+    response = client.post("/api/preview", json={"method": "PR_L2", "ratio": 0.5})
+    assert response.status_code == 400 and "no model loaded" in response.json()["error"]
+    (workdir / "junk.pt").write_bytes(b"not a model at all")
+    torch.save(official_state_dict(PIDNet(**TINY)), workdir / "tiny_weights.pt")
+    cases = [
+        ({"model": "junk.pt"}, "not a model file"),
+        ({"model": "../outside.pt"}, "outside the work directory"),
+        ({"model": "tiny_weights.pt"}, "holds weights only: pick the config"),
+        ({"model": "tiny_weights.pt", "config": "builtin:configs/cityscapes/pidnet_small_cityscapes.yaml"},
+         "belongs to another PIDNet variant|trained for 5 classes"),
+        ({"model": BODY, "config": "builtin:configs/cityscapes/pidnet_small_cityscapes.yaml"}, "needs no config"),
+        ({"model": BODY, "input_size": [8, 8]}, "out of range"),
+        ({"model": "tiny_weights.pt", "config": "builtin:../README.md"}, "not one of the shipped configs"),
+    ]
+    for body, match in cases:
+        response = client.post("/api/model", json=body)
+        assert response.status_code == 400, body
+        assert re.search(match, response.json()["error"]), response.json()["error"]
+
+
+def test_upload_then_load(workdir):
+    module_bytes = (workdir / "tiny" / "model_modelfx.pt").read_bytes()
+    with TestClient(create_app(workdir)) as strict:
+        response = strict.post("/api/upload", files={"file": ("body.pt", io.BytesIO(module_bytes))})
+        assert response.status_code == 400 and "--allow-pickle-uploads" in response.json()["error"]
+        response = strict.post("/api/upload", files={"file": ("bad.yaml", io.BytesIO(b"MODEL:\n  NAMEX: 1\n"))})
+        assert response.status_code == 400 and "unknown config key" in response.json()["error"]
+        assert not (workdir / "uploads").exists()
+    with TestClient(create_app(workdir, allow_pickle_uploads=True)) as trusting:
+        response = trusting.post("/api/upload", files={"file": ("body.pt", io.BytesIO(module_bytes))})
+        assert response.json() == {"name": "uploads/body.pt"}
+        table = trusting.post("/api/model", json={"model": "uploads/body.pt", "input_size": SIZE}).json()
+        assert table["totals"]["layers"] > 10 and table["source"]["head"] == ""
