@@ -113,7 +113,7 @@ class JobQueue:
                 job.state, job.started, job.message = RUNNING, time.time(), "starting"
             try:
                 job.result = job.fn(job)
-                job.state, job.fraction, job.message = DONE, 1.0, "done"
+                job.state, job.fraction, job.message = DONE, 1.0, f"finished in {time.time() - job.started:.1f} s"
             except Cancelled:
                 job.state, job.message = CANCELLED, "cancelled; the work directory is unchanged"
             except PIDNetError as exc:
