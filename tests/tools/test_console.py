@@ -163,7 +163,10 @@ def test_browser_pick_preview_compress_compare_download(workdir, tmp_path):
         with running_console(workdir) as (url, _):
             wait = WebDriverWait(driver, 120)
             by_id = lambda name: driver.find_element(By.ID, name)  # noqa: E731
-            step = lambda value: wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-step") == value)  # noqa: E731,E501
+
+            def step(value):
+                wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-step") == value)
+
             driver.get(url)
             step("ready")
 
