@@ -31,8 +31,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from models.checkpoint import load_module_file  # noqa: E402
 from models.compression import cloud  # noqa: E402
-from models.compression.pruner import (analyse, check_method, check_recommendation, check_request,  # noqa: E402
-                                       compress_model, plan_pruning, preview_layers)
+from models.compression import plan as plan_lib  # noqa: E402
+from models.compression.pruner import check_method, check_recommendation, compress_model  # noqa: E402
 from models.compression.recommend import check_ratio, load_layer_indices, load_layer_ratios  # noqa: E402
 from models.compression.report import summary  # noqa: E402
 from models.netspresso import input_shapes  # noqa: E402
@@ -106,12 +106,13 @@ def dry_run(args, sizes):
     """Print what ``run_offline`` would do to each layer; prune and write nothing."""
     layer_ratios = load_layer_ratios(args.layer_ratios) if args.layer_ratios else None
     layer_indices = load_layer_indices(args.indices) if args.indices else None
-    method, recommendation, _, _ = check_request(args.method, args.recommendation, args.ratio, layer_ratios,
-                                                 layer_indices, args.round_to)
+    method, recommendation, _, _ = plan_lib.check_request(args.method, args.recommendation, args.ratio,
+                                                          layer_ratios, layer_indices, args.round_to)
     model = load_module_file(args.model, what="model")
-    analysis = analyse(model, tuple(args.trace_size), resolve_device(args.device))
-    plan = plan_pruning(analysis, method, recommendation, args.ratio, layer_ratios, layer_indices, args.round_to)
-    preview = preview_layers(analysis, plan, sizes[0])
+    analysis = plan_lib.analyse(model, tuple(args.trace_size), resolve_device(args.device))
+    channel_plan = plan_lib.plan(analysis, method, recommendation, args.ratio, layer_ratios, layer_indices,
+                                 args.round_to)
+    preview = plan_lib.preview(analysis, channel_plan, sizes[0])
     first = f"{sizes[0][0]}x{sizes[0][1]}"
     print(f"{'layer':40s} {'in':>11s} {'out':>11s} {'MACs@' + first:>22s}")
     for name, row in preview["layers"].items():

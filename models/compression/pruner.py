@@ -12,7 +12,6 @@ ranking of structured LAMP scores reaching an overall ``ratio``) or from per-lay
 and the model's outputs keep their shapes, so the exported head still composes.
 """
 import copy
-import dataclasses
 import logging
 
 import torch
@@ -25,20 +24,6 @@ logger = logging.getLogger(__name__)
 
 METHODS = ("PR_L2", "PR_GM", "PR_ID")
 RECOMMENDATIONS = ("slamp", "manual")
-# What each method does, and the compress_model keyword taking its per-layer (manual) values;
-# front ends (tools/console.py) build their forms from this table.
-METHOD_INFO = {
-    "PR_L2": {"family": "pruning", "help": "remove the filters with the smallest L2 norm",
-              "manual": "layer_ratios"},
-    "PR_GM": {"family": "pruning", "help": "remove the filters closest to the geometric median (FPGM)",
-              "manual": "layer_ratios"},
-    "PR_ID": {"family": "pruning", "help": "remove the channel indices listed per layer",
-              "manual": "layer_indices"},
-}
-RECOMMENDATION_INFO = {
-    "slamp": {"help": "global structured LAMP ranking reaching the ratio of removed filters", "ratio": [0.0, 1.0]},
-    "manual": {"help": "per-layer values edited in the layer table"},
-}
 
 
 def check_method(method):
@@ -70,144 +55,6 @@ def _shapes(model, example):
         return [tuple(o.shape) for o in _outputs(model(example))]
 
 
-@dataclasses.dataclass
-class Analysis:
-    """A traced copy of a model with its channel groups and their L2 scores, ready to plan.
-
-    ``model`` is the copy that was traced; :func:`compress_model` prunes it in place, while a
-    plan and its preview (:func:`plan_pruning`, :func:`preview_plan`) leave it untouched, so
-    one analysis serves any number of previews (the console's table).
-    """
-    model: torch.nn.Module
-    graph: object
-    all_groups: list
-    groups: list
-    tp_groups: list
-    norms: list
-    example: torch.Tensor
-    output_shapes: list
-
-    def scores(self, method, gi):
-        """Per-channel importance of prunable group ``gi`` (lowest = removed first)."""
-        if method == "PR_GM":
-            return importance.geometric_median_distances(self.graph, self.tp_groups[gi], self.groups[gi].channels)
-        return self.norms[gi]
-
-
-def analyse(model, trace_size=(256, 256), device="cpu"):
-    """Trace a copy of ``model`` and find its channel groups (nothing is pruned).
-
-    Raises:
-        CompressionError: the model does not run on an image, cannot be traced, or has nothing
-            prunable.
-    """
-    model = copy.deepcopy(model).to(device).eval()
-    example = torch.randn(1, 3, int(trace_size[0]), int(trace_size[1]), device=device)
-    try:
-        shapes_before = _shapes(model, example)
-    except Exception as exc:  # a foreign module can fail in any way
-        raise CompressionError(f"the model does not run on a 1x3x{trace_size[0]}x{trace_size[1]} image "
-                               f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}): "
-                               "pass the exported body (model_modelfx.pt)") from None
-    dep_graph = graph_lib.build_graph(model, example)
-    all_groups = graph_lib.channel_groups(dep_graph)
-    groups = [g for g in all_groups if g.prunable]
-    if not groups:
-        raise CompressionError("the model has no prunable channels (every channel feeds an output)")
-    logger.info("%d channel groups, %d prunable (%d filters); %d channel reductions cut (PagFM gates)",
-                len(all_groups), len(groups), sum(g.filters for g in groups), len(dep_graph.cut_reductions))
-    tp_groups = [graph_lib.full_group(dep_graph, g) for g in groups]
-    norms = [importance.squared_norms(dep_graph, tg, g.channels) for tg, g in zip(tp_groups, groups)]
-    return Analysis(model, dep_graph, all_groups, groups, tp_groups, norms, example, shapes_before)
-
-
-def check_request(method, recommendation=None, ratio=None, layer_ratios=None, layer_indices=None, round_to=1):
-    """Validate a pruning request; returns ``(method, recommendation, ratio, round_to)`` normalised."""
-    method = check_method(method)
-    recommendation = check_recommendation(method, recommendation)
-    try:
-        round_to = int(round_to)
-    except (TypeError, ValueError):
-        raise CompressionError(f"--round-to must be a positive integer, got {round_to!r}") from None
-    if round_to < 1:
-        raise CompressionError(f"--round-to must be a positive integer, got {round_to}")
-    if recommendation == "slamp":
-        ratio = recommend.check_ratio(ratio)
-    elif method == "PR_ID" and not layer_indices:
-        raise CompressionError("PR_ID needs channel indices: pass --indices FILE ({\"layer\": [0, 3, ...]})")
-    elif method != "PR_ID" and not layer_ratios:
-        raise CompressionError("manual compression needs per-layer ratios: pass --layer-ratios FILE "
-                               "({\"layer\": 0.5, ...}) or use --recommendation slamp --ratio R")
-    return method, recommendation, ratio, round_to
-
-
-def plan_pruning(analysis, method="PR_L2", recommendation=None, ratio=None, layer_ratios=None,
-                 layer_indices=None, round_to=1):
-    """``{prunable group index: [channel indices to remove]}`` for a request; prunes nothing.
-
-    Same arguments as :func:`compress_model` (which calls it); raises CompressionError for a bad
-    method, ratio or layer value.
-    """
-    method, recommendation, ratio, round_to = check_request(method, recommendation, ratio, layer_ratios,
-                                                            layer_indices, round_to)
-    groups, all_groups = analysis.groups, analysis.all_groups
-    if method == "PR_ID":
-        return recommend.indices_per_group(groups, all_groups, layer_indices)
-    if recommendation == "slamp":
-        counts = recommend.slamp_counts(groups, analysis.norms, ratio, round_to)
-    else:
-        counts = recommend.manual_counts(groups, all_groups, layer_ratios, round_to)
-    return {gi: recommend.lowest(analysis.scores(method, gi), count) for gi, count in enumerate(counts) if count > 0}
-
-
-def preview_plan(analysis, plan):
-    """Per-convolution ``{name: (in_channels, out_channels)}`` after ``plan``, without pruning."""
-    channels = report.conv_channels(analysis.model)
-    removed_in = dict.fromkeys(channels, 0)
-    removed_out = dict.fromkeys(channels, 0)
-    for gi, idxs in plan.items():
-        for name, (n_in, n_out) in graph_lib.removed_channels(analysis.graph, analysis.groups[gi], idxs).items():
-            removed_in[name] += n_in
-            removed_out[name] += n_out
-    return {name: (cin - removed_in[name], cout - removed_out[name]) for name, (cin, cout) in channels.items()}
-
-
-def _macs_after(module, macs, before, after):
-    """MACs scale with out_channels * in_channels / groups (depthwise: groups follow the channels)."""
-    (cin, cout), (cin2, cout2) = before, after
-    groups = module.groups
-    groups2 = cin2 if groups > 1 and groups == cin == cout else groups
-    denominator = cout * (cin // groups)
-    return int(round(macs * cout2 * (cin2 // groups2) / denominator)) if denominator else 0
-
-
-def preview_layers(analysis, plan, input_size):
-    """Per-layer effect of ``plan`` at ``input_size`` = (height, width), without pruning.
-
-    Returns ``{"layers": {conv name: {"in": [before, after], "out": [before, after],
-    "macs": [before, after]}}, "macs": [before, after], "removed_filters": n,
-    "prunable_filters": n, "ratio_achieved": r}`` (MACs of convolutions and linear layers).
-    """
-    channels = report.conv_channels(analysis.model)
-    after = preview_plan(analysis, plan)
-    macs = report.layer_macs(analysis.model, input_size)
-    modules = dict(analysis.model.named_modules())
-    layers = {}
-    for name, value in macs.items():
-        if name in channels:
-            value_after = _macs_after(modules[name], value, channels[name], after[name])
-            layers[name] = {"in": [channels[name][0], after[name][0]], "out": [channels[name][1], after[name][1]],
-                            "macs": [value, value_after]}
-        else:
-            layers[name] = {"macs": [value, value]}
-    total = sum(g.filters for g in analysis.groups)
-    removed = sum(len(analysis.groups[gi].layers) * len(idxs) for gi, idxs in plan.items())
-    return {"layers": layers,
-            "macs": [sum(v["macs"][0] for v in layers.values()), sum(v["macs"][1] for v in layers.values())],
-            "prunable_filters": total, "removed_filters": removed,
-            "ratio_achieved": removed / total if total else 0.0}
-
-
 def compress_model(model, method="PR_L2", recommendation=None, ratio=None, layer_ratios=None,
                    layer_indices=None, round_to=1, trace_size=(256, 256), report_sizes=((1024, 2048),),
                    device="cpu"):
@@ -229,18 +76,61 @@ def compress_model(model, method="PR_L2", recommendation=None, ratio=None, layer
     Raises:
         CompressionError: bad method/ratio/layer names, nothing prunable, or an untraceable model.
     """
-    method, recommendation, ratio, round_to = check_request(method, recommendation, ratio, layer_ratios,
-                                                            layer_indices, round_to)
-    analysis = analyse(model, trace_size, device)
-    model, example, shapes_before = analysis.model, analysis.example, analysis.output_shapes
+    method = check_method(method)
+    recommendation = check_recommendation(method, recommendation)
+    round_to = int(round_to)
+    if round_to < 1:
+        raise CompressionError(f"--round-to must be a positive integer, got {round_to}")
+    if recommendation == "slamp":
+        ratio = recommend.check_ratio(ratio)
+    elif method == "PR_ID" and not layer_indices:
+        raise CompressionError("PR_ID needs channel indices: pass --indices FILE ({\"layer\": [0, 3, ...]})")
+    elif method != "PR_ID" and not layer_ratios:
+        raise CompressionError("manual compression needs per-layer ratios: pass --layer-ratios FILE "
+                               "({\"layer\": 0.5, ...}) or use --recommendation slamp --ratio R")
+
+    model = copy.deepcopy(model).to(device).eval()
+    example = torch.randn(1, 3, int(trace_size[0]), int(trace_size[1]), device=device)
+    try:
+        shapes_before = _shapes(model, example)
+    except Exception as exc:  # a foreign module can fail in any way
+        raise CompressionError(f"the model does not run on a 1x3x{trace_size[0]}x{trace_size[1]} image "
+                               f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}): "
+                               "pass the exported body (model_modelfx.pt)") from None
     sizes = [tuple(s) for s in report_sizes]
     before = report.summary(model, sizes)
     channels_before = report.conv_channels(model)
-    all_groups, groups = analysis.all_groups, analysis.groups
-    plan = plan_pruning(analysis, method, recommendation, ratio, layer_ratios, layer_indices, round_to)
+
+    dep_graph = graph_lib.build_graph(model, example)
+    all_groups = graph_lib.channel_groups(dep_graph)
+    groups = [g for g in all_groups if g.prunable]
+    if not groups:
+        raise CompressionError("the model has no prunable channels (every channel feeds an output)")
+    logger.info("%d channel groups, %d prunable (%d filters); %d channel reductions cut (PagFM gates)",
+                len(all_groups), len(groups), sum(g.filters for g in groups), len(dep_graph.cut_reductions))
+
+    tp_groups = [graph_lib.full_group(dep_graph, g) for g in groups]
+    norms = [importance.squared_norms(dep_graph, tg, g.channels) for tg, g in zip(tp_groups, groups)]
+
+    if method == "PR_ID":
+        plan = recommend.indices_per_group(groups, all_groups, layer_indices)
+    else:
+        if recommendation == "slamp":
+            counts = recommend.slamp_counts(groups, norms, ratio, round_to)
+        else:
+            counts = recommend.manual_counts(groups, all_groups, layer_ratios, round_to)
+        plan = {}
+        for gi, count in enumerate(counts):
+            if count <= 0:
+                continue
+            if method == "PR_L2":
+                scores = norms[gi]
+            else:
+                scores = importance.geometric_median_distances(dep_graph, tp_groups[gi], groups[gi].channels)
+            plan[gi] = recommend.lowest(scores, count)
 
     for gi, idxs in plan.items():
-        graph_lib.prune_group(analysis.graph, groups[gi], idxs)
+        graph_lib.prune_group(dep_graph, groups[gi], idxs)
 
     try:
         shapes_after = _shapes(model, example)

@@ -3,8 +3,9 @@
 * load a model: a whole-module body (+ head) from the work directory, like ``tools/compress.py
   --model``, or a checkpoint + config, exported as ``tools/export_netspresso.py`` does;
 * the layer table: :func:`models.compression.report.layer_macs`, channel groups and L2 / GM
-  importance from :func:`models.compression.pruner.analyse`;
-* preview: :func:`~models.compression.pruner.plan_pruning` + :func:`~models.compression.pruner.preview_layers`;
+  importance from :func:`models.compression.plan.analyse`;
+* preview: :func:`models.compression.plan.plan` + :func:`models.compression.plan.preview`
+  (as ``tools/compress.py --dry-run``);
 * compress: :func:`~models.compression.pruner.compress_model` in a background job, latency from
   :func:`models.deploy.prepare_inference` + :func:`models.deploy.time_runner`, files written as the
   CLI writes them, with the ``tools/compress.py`` command line that reproduces them.
@@ -232,10 +233,11 @@ def _manual_values(manual, keyword):
 
 
 def preview(analysis, request, input_size):
-    module, meta = method_module(request.method)
+    from models.compression import plan as plan_lib
+
+    _, meta = method_module(request.method)
     kwargs = request.kwargs(meta)
-    plan = module.plan_pruning(analysis, **kwargs)
-    result = module.preview_layers(analysis, plan, input_size)
+    result = plan_lib.preview(analysis, plan_lib.plan(analysis, **kwargs), input_size)
     result["request"] = kwargs
     return result
 

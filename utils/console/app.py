@@ -62,7 +62,7 @@ class Console:
         self.table = None
 
     def load(self, body):
-        from models.compression.pruner import analyse
+        from models.compression.plan import analyse
 
         source = actions.Source(body.model, body.config or "",
                                 actions.head_for(self.workspace, body.model) if body.head is None else body.head)

@@ -9,12 +9,14 @@ import importlib
 import importlib.util
 import logging
 
+from models.compression import plan as plan_lib
 from utils.errors import PIDNetError
 
 logger = logging.getLogger(__name__)
 
 # Modules that may define compression methods (the decomposition one is optional).
 COMPRESSION_MODULES = ("models.compression.pruner", "models.compression.decompose")
+FAMILIES = {"models.compression.pruner": "pruning", "models.compression.decompose": "decomposition"}
 QUANTIZE_MODULE = "models.deploy.quantize"
 
 
@@ -45,17 +47,16 @@ def compression_methods():
         module = _optional(module_name)
         if module is None:
             continue
-        info = getattr(module, "METHOD_INFO", {})
-        rec_info = getattr(module, "RECOMMENDATION_INFO", {})
         for method in getattr(module, "METHODS", ()):
             if method in seen:
                 continue
             seen.add(method)
             recs = _valid_recommendations(module, method)
-            meta = info.get(method, {})
-            rows.append({"name": method, "family": meta.get("family", ""), "help": meta.get("help", ""),
-                         "manual": meta.get("manual", ""), "module": module_name,
-                         "recommendations": [{"name": r, **rec_info.get(r, {})} for r in recs],
+            rows.append({"name": method, "family": FAMILIES.get(module_name, ""),
+                         "help": plan_lib.METHOD_HELP.get(method, ""), "manual": plan_lib.manual_keyword(method),
+                         "module": module_name,
+                         "recommendations": [{"name": r, "help": plan_lib.RECOMMENDATION_HELP.get(r, "")}
+                                             for r in recs],
                          "default_recommendation": module.check_recommendation(method, None)})
     return rows
 

@@ -3,6 +3,7 @@ import copy
 
 import pytest
 
+from models.compression import plan as plan_lib
 from models.compression import pruner
 from models.compression.report import conv_channels, layer_macs
 from utils.errors import CompressionError
@@ -19,10 +20,10 @@ REQUESTS = [
 @pytest.mark.parametrize("kind", ["sm", "l"])
 def test_preview_matches_the_pruned_model(kind, tiny_sm, tiny_l, fast):
     body, _ = copy.deepcopy(tiny_sm if kind == "sm" else tiny_l)
-    analysis = pruner.analyse(body, fast["trace_size"])
+    analysis = plan_lib.analyse(body, fast["trace_size"])
     for request in REQUESTS:
-        plan = pruner.plan_pruning(analysis, **request)
-        preview = pruner.preview_layers(analysis, plan, SIZE)
+        plan = plan_lib.plan(analysis, **request)
+        preview = plan_lib.preview(analysis, plan, SIZE)
         pruned, report = pruner.compress_model(body, trace_size=fast["trace_size"], report_sizes=[SIZE], **request)
         assert preview["macs"][1] == report["after"]["macs"]["64x128"] < preview["macs"][0], request
         assert preview["ratio_achieved"] == pytest.approx(report["ratio_achieved"])
@@ -34,12 +35,12 @@ def test_preview_matches_the_pruned_model(kind, tiny_sm, tiny_l, fast):
 
 
 def test_plan_rejects_bad_requests_like_the_cli(tiny_sm, fast):
-    analysis = pruner.analyse(copy.deepcopy(tiny_sm[0]), fast["trace_size"])
+    analysis = plan_lib.analyse(copy.deepcopy(tiny_sm[0]), fast["trace_size"])
     with pytest.raises(CompressionError, match=r"in \(0, 1\)"):
-        pruner.plan_pruning(analysis, "PR_L2", "slamp", 1.5)
+        plan_lib.plan(analysis, "PR_L2", "slamp", 1.5)
     with pytest.raises(CompressionError, match="ratio of layer|must be in"):
-        pruner.plan_pruning(analysis, "PR_L2", "manual", layer_ratios={"layer3.0.conv1": 1.0})
+        plan_lib.plan(analysis, "PR_L2", "manual", layer_ratios={"layer3.0.conv1": 1.0})
     with pytest.raises(CompressionError, match="no convolution named 'nope'"):
-        pruner.plan_pruning(analysis, "PR_L2", "manual", layer_ratios={"nope": 0.5})
+        plan_lib.plan(analysis, "PR_L2", "manual", layer_ratios={"nope": 0.5})
     with pytest.raises(CompressionError, match="cannot be pruned"):
-        pruner.plan_pruning(analysis, "PR_L2", "manual", layer_ratios={"final_layer.conv2": 0.5})
+        plan_lib.plan(analysis, "PR_L2", "manual", layer_ratios={"final_layer.conv2": 0.5})
