@@ -38,6 +38,10 @@ RECOMMENDATION_HELP = {
 }
 
 
+# Methods whose plan can be previewed here (others compress directly).
+PREVIEW_METHODS = ("PR_L2", "PR_GM", "PR_ID")
+
+
 def manual_keyword(method):
     """The compress_model keyword taking ``method``'s per-layer values."""
     if method == "PR_ID":
@@ -125,7 +129,7 @@ def plan(analysis, method="PR_L2", recommendation=None, ratio=None, layer_ratios
     groups, all_groups = analysis.groups, analysis.all_groups
     if method == "PR_ID":
         return recommend.indices_per_group(groups, all_groups, layer_indices)
-    if method not in ("PR_L2", "PR_GM"):
+    if method not in PREVIEW_METHODS:
         raise CompressionError(f"{method} has no preview yet: compress directly")
     if recommendation == "slamp":
         counts = recommend.slamp_counts(groups, analysis.norms, ratio, round_to)

@@ -22,7 +22,7 @@ import time
 import torch
 import torch.nn as nn
 
-from utils.console.catalog import method_module
+from utils.console.catalog import method_module, supported_kwargs
 from utils.console.workspace import file_kind
 from utils.errors import CompressionError, ConsoleError
 from utils.io import atomic_save, atomic_write_text
@@ -34,6 +34,8 @@ BUILTIN_CONFIGS = os.path.join(REPO_ROOT, "configs")
 BUILTIN_PREFIX = "builtin:"
 DEFAULT_INPUT_SIZE = (512, 1024)
 TRACE_SIZE = (256, 256)  # tools/compress.py's default --trace-size
+# tools/compress.py's flag for each compress_model keyword holding per-layer values.
+MANUAL_FLAGS = {"layer_ratios": "--layer-ratios", "layer_indices": "--indices", "layer_ranks": "--layer-ranks"}
 MIN_SIZE = 32
 MAX_SIZE = 4096
 
@@ -196,37 +198,52 @@ class Request:
     ratio: float = None
     round_to: int = 1
     manual: dict = dataclasses.field(default_factory=dict)
+    budget: str = ""
+    budget_value: float = None
 
     def kwargs(self, meta):
-        """Keyword arguments of the method's compress/plan functions."""
+        """Keyword arguments of the method's compress function (and of the preview)."""
         kwargs = {"method": self.method, "recommendation": self.recommendation or None, "round_to": self.round_to}
-        if (self.recommendation or meta["default_recommendation"]) == "manual":
-            values = _manual_values(self.manual, meta["manual"])
-            if meta["manual"]:
-                kwargs[meta["manual"]] = values
+        keyword = meta["manual"]
+        manual = (self.recommendation or meta["default_recommendation"]) == "manual"
+        if self.budget:
+            if self.budget not in meta["budgets"]:
+                raise CompressionError(f"{self.method} takes no {self.budget} budget: use one of "
+                                       f"{', '.join(meta['budgets']) or 'none'}")
+            kwargs[self.budget] = self.budget_value
+        elif manual:
+            # Decomposition also takes a ratio in manual mode (the fraction of the full rank elsewhere).
+            with_ratio = keyword == "layer_ranks" and self.ratio is not None
+            values = _manual_values(self.manual, keyword, required=not with_ratio)
+            if values:
+                kwargs[keyword] = values
+            if with_ratio:
+                kwargs["ratio"] = self.ratio
         else:
             kwargs["ratio"] = self.ratio
         return kwargs
 
 
-def _manual_values(manual, keyword):
+def _manual_values(manual, keyword, required=True):
     values = {}
     for name, raw in (manual or {}).items():
         text = str(raw).strip()
         if not text:
             continue
-        if keyword == "layer_indices":
+        if keyword in ("layer_indices", "layer_ranks"):
             try:
-                values[name] = [int(v) for v in text.replace(",", " ").split()]
+                numbers = [int(v) for v in text.replace(",", " ").split()]
             except ValueError:
-                raise CompressionError(f"channel indices of layer '{name}' must be integers separated by commas, "
+                what = "channel indices" if keyword == "layer_indices" else "ranks"
+                raise CompressionError(f"{what} of layer '{name}' must be integers separated by commas, "
                                        f"got '{text}'") from None
+            values[name] = numbers if keyword == "layer_indices" or len(numbers) > 1 else numbers[0]
         else:
             try:
                 values[name] = float(text)
             except ValueError:
                 raise CompressionError(f"ratio of layer '{name}' must be a number in (0, 1), got '{text}'") from None
-    if not values:
+    if required and not values:
         raise CompressionError("manual compression needs at least one value in the layer table "
                                "(the 'manual' column of a prunable layer)")
     return values
@@ -237,6 +254,9 @@ def preview(analysis, request, input_size):
 
     _, meta = method_module(request.method)
     kwargs = request.kwargs(meta)
+    if not meta["preview"] or request.budget:
+        raise CompressionError(f"{request.method}{' with a budget' if request.budget else ''} has no per-layer "
+                               "preview yet: press Compress (the result lists every layer)")
     result = plan_lib.preview(analysis, plan_lib.plan(analysis, **kwargs), input_size)
     result["request"] = kwargs
     return result
@@ -266,9 +286,11 @@ def command_lines(source_paths, export, kwargs, run_dir, input_size, trace_size,
         argv += ["--recommendation", kwargs["recommendation"]]
     if kwargs.get("ratio") is not None:
         argv += ["--ratio", repr(float(kwargs["ratio"]))]
+    for budget in ("target_macs", "target_latency"):
+        if kwargs.get(budget) is not None:
+            argv += ["--" + budget.replace("_", "-"), repr(float(kwargs[budget]))]
     if manual_file:
-        flag = {"layer_ratios": "--layer-ratios", "layer_indices": "--indices"}[manual_file[0]]
-        argv += [flag, manual_file[1]]
+        argv += [MANUAL_FLAGS[manual_file[0]], manual_file[1]]
     argv += ["--round-to", str(kwargs["round_to"]), "--input-size", str(input_size[0]), str(input_size[1]),
              "--trace-size", str(trace_size[0]), str(trace_size[1]), "--device", "cpu",
              "--output", os.path.join(run_dir, "compressed.pt")]
@@ -286,8 +308,9 @@ def run_compress(job, workspace, source, request, input_size, runtime):
     body, head, _, export = load_source(workspace, source)
     job.progress(0.15, f"compressing ({request.method})")
     started = time.time()
-    compressed, report = module.compress_model(body, **kwargs, trace_size=trace_size, report_sizes=[input_size],
-                                               device="cpu")
+    call = supported_kwargs(module.compress_model, {**kwargs, "trace_size": trace_size,
+                                                    "report_sizes": [input_size], "device": "cpu"})
+    compressed, report = module.compress_model(body, **call)
     seconds = time.time() - started
     job.progress(0.55, f"measuring latency before ({runtime}, CPU)")
     before = measure_latency(body, runtime, input_size)
@@ -299,7 +322,7 @@ def run_compress(job, workspace, source, request, input_size, runtime):
         manual_file = None
         keyword = meta["manual"]
         if keyword and keyword in kwargs:
-            name = "layer_ratios.json" if keyword == "layer_ratios" else "indices.json"
+            name = f"{keyword}.json"
             atomic_write_text(json.dumps(kwargs[keyword], indent=2) + "\n", os.path.join(tmp, name))
             manual_file = (keyword, os.path.join(final, name))
         if export is not None:

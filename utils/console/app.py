@@ -43,10 +43,12 @@ class CompressRequest(BaseModel):
     manual: dict[str, str | float | int] = {}
     input_size: list[int] | None = Field(default=None, min_length=2, max_length=2)
     runtime: str = "eager"
+    budget: str = ""
+    budget_value: float | None = None
 
     def request(self):
         return actions.Request(self.method, self.recommendation, self.ratio, self.round_to,
-                               {k: str(v) for k, v in self.manual.items()})
+                               {k: str(v) for k, v in self.manual.items()}, self.budget, self.budget_value)
 
 
 class Console:
@@ -91,7 +93,10 @@ class Console:
         if body.runtime not in runtimes():
             raise ConsoleError(f"unknown runtime '{body.runtime}': use one of {', '.join(runtimes())}")
         request = body.request()
-        actions.preview(analysis, request, size)  # refuse a bad request now, not in the job
+        _, meta = method_module(request.method)
+        request.kwargs(meta)
+        if meta["preview"] and not request.budget:
+            actions.preview(analysis, request, size)  # refuse a bad request now, not in the job
         job = self.jobs.submit("compress", f"{request.method} on {source.model}",
                                lambda job: actions.run_compress(job, self.workspace, source, request, size,
                                                                 body.runtime))

@@ -7,6 +7,7 @@ exists. A method added to those tables appears in the page without a change here
 """
 import importlib
 import importlib.util
+import inspect
 import logging
 
 from models.compression import plan as plan_lib
@@ -16,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 # Modules that may define compression methods (the decomposition one is optional).
 COMPRESSION_MODULES = ("models.compression.pruner", "models.compression.decompose")
+BUDGETS = ("target_macs", "target_latency")
 FAMILIES = {"models.compression.pruner": "pruning", "models.compression.decompose": "decomposition"}
 QUANTIZE_MODULE = "models.deploy.quantize"
 
@@ -57,8 +59,22 @@ def compression_methods():
                          "module": module_name,
                          "recommendations": [{"name": r, "help": plan_lib.RECOMMENDATION_HELP.get(r, "")}
                                              for r in recs],
-                         "default_recommendation": module.check_recommendation(method, None)})
+                         "default_recommendation": module.check_recommendation(method, None),
+                         "preview": method in plan_lib.PREVIEW_METHODS,
+                         "budgets": budgets(module)})
     return rows
+
+
+def budgets(module):
+    """The budget keywords (``target_macs``, ``target_latency``) the module's compress_model takes."""
+    parameters = inspect.signature(module.compress_model).parameters
+    return [name for name in BUDGETS if name in parameters]
+
+
+def supported_kwargs(function, kwargs):
+    """The subset of ``kwargs`` that ``function`` accepts (methods of different modules differ)."""
+    parameters = inspect.signature(function).parameters
+    return {k: v for k, v in kwargs.items() if k in parameters}
 
 
 def method_module(method):

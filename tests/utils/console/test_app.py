@@ -1,5 +1,6 @@
 """Every console action through its HTTP API (FastAPI TestClient), on a tiny exported PIDNet."""
 import copy
+import inspect
 import io
 import json
 import os
@@ -47,6 +48,9 @@ def test_catalog_comes_from_the_compression_tables(client):
     assert [r["name"] for r in methods["PR_L2"]["recommendations"]] == list(pruner.RECOMMENDATIONS)
     assert [r["name"] for r in methods["PR_ID"]["recommendations"]] == ["manual"]
     assert methods["PR_ID"]["manual"] == "layer_indices" and methods["PR_GM"]["manual"] == "layer_ratios"
+    assert all(m["preview"] and m["family"] == "pruning" for m in methods.values())
+    assert methods["PR_L2"]["budgets"] == [b for b in ("target_macs", "target_latency")
+                                           if b in inspect.signature(pruner.compress_model).parameters]
     assert "eager" in data["runtimes"] and "onnxruntime" in data["runtimes"]
     files = client.get("/api/files").json()
     assert {m["name"]: m["kind"] for m in files["models"]} == {BODY: "module", "tiny/model_headfx.pt": "module"}
@@ -90,6 +94,7 @@ BAD_REQUESTS = [
     ({"method": "PR_ID", "manual": {"layer3.0.conv1": "0, 99"}}, r"out of range \[0, 32\)"),
     ({"method": "PR_ID", "manual": {"layer3.0.conv1": ", ".join(map(str, range(32)))}}, "keep at least one"),
     ({"method": "PR_L2", "ratio": 0.5, "round_to": 0}, "positive integer"),
+    ({"method": "PR_ID", "budget": "target_speed", "budget_value": 0.5}, "takes no target_speed budget"),
 ]
 
 

@@ -75,16 +75,25 @@ function fillRecommendations() {
   for (const r of method.recommendations) option(select, r.name);
   select.value = method.default_recommendation;
   $("method-help").textContent = method.help;
+  const budgets = $("budget-select");
+  budgets.innerHTML = "";
+  option(budgets, "", "none (ratio)");
+  for (const b of method.budgets) option(budgets, b, b.replace("target_", "") + " fraction kept");
+  $("budget-label").hidden = method.budgets.length === 0;
   updateMode();
 }
 
 function updateMode() {
   const rec = currentMethod().recommendations.find((r) => r.name === $("recommendation-select").value);
-  $("ratio-label").hidden = isManual();
+  const budget = $("budget-select").value;
+  $("ratio-label").hidden = (isManual() && currentMethod().manual !== "layer_ranks") || Boolean(budget);
+  $("budget-input").disabled = !budget;
+  $("preview-button").disabled = !currentMethod().preview || Boolean(budget);
   if (rec && rec.help) $("method-help").textContent = currentMethod().help + " - " + rec.help;
   for (const input of document.querySelectorAll("#layer-table input.manual")) {
     input.disabled = !isManual();
-    input.placeholder = currentMethod().manual === "layer_indices" ? "0,3,5" : "ratio";
+    const kind = currentMethod().manual;
+    input.placeholder = kind === "layer_indices" ? "0,3,5" : kind === "layer_ranks" ? "rank(s)" : "ratio";
   }
 }
 
@@ -127,10 +136,12 @@ function requestBody() {
   for (const input of document.querySelectorAll("#layer-table input.manual")) {
     if (input.value.trim()) manual[input.dataset.layer] = input.value.trim();
   }
-  const ratio = $("ratio-input").value;
+  const ratio = $("ratio-input").value, budget = $("budget-select").value;
+  const ratioShown = !$("ratio-label").hidden;
   return {
+    budget, budget_value: budget && $("budget-input").value !== "" ? Number($("budget-input").value) : null,
     method: $("method-select").value, recommendation: $("recommendation-select").value,
-    ratio: isManual() || ratio === "" ? null : Number(ratio), round_to: Number($("round-input").value || 1),
+    ratio: !ratioShown || ratio === "" ? null : Number(ratio), round_to: Number($("round-input").value || 1),
     manual, runtime: $("runtime-select").value,
   };
 }
@@ -212,6 +223,7 @@ function bind() {
   $("refresh-button").onclick = () => guarded(() => refreshFiles());
   $("method-select").onchange = fillRecommendations;
   $("recommendation-select").onchange = updateMode;
+  $("budget-select").onchange = updateMode;
   $("load-button").onclick = () => guarded(async () => {
     const h = $("input-h").value, w = $("input-w").value;
     $("load-button").disabled = true;
