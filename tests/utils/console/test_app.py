@@ -1,5 +1,7 @@
 """Every console action through its HTTP API (FastAPI TestClient), on a tiny exported PIDNet."""
 import copy
+import importlib
+import importlib.util
 import inspect
 import io
 import json
@@ -13,6 +15,7 @@ from fastapi.testclient import TestClient
 
 import tools.compress as compress_cli
 from models.checkpoint import load_module_file, official_state_dict
+from models.compression import plan as plan_lib
 from models.compression import pruner
 from models.compression.report import count_macs, count_params
 from models.pidnet import PIDNet
@@ -44,11 +47,15 @@ def _load(client, **extra):
 def test_catalog_comes_from_the_compression_tables(client):
     data = client.get("/api/catalog").json()
     methods = {m["name"]: m for m in data["methods"]}
-    assert list(methods) == list(pruner.METHODS)
+    expected = list(pruner.METHODS)
+    if importlib.util.find_spec("models.compression.decompose"):
+        expected += list(importlib.import_module("models.compression.decompose").METHODS)
+    assert list(methods) == expected
     assert [r["name"] for r in methods["PR_L2"]["recommendations"]] == list(pruner.RECOMMENDATIONS)
     assert [r["name"] for r in methods["PR_ID"]["recommendations"]] == ["manual"]
     assert methods["PR_ID"]["manual"] == "layer_indices" and methods["PR_GM"]["manual"] == "layer_ratios"
-    assert all(m["preview"] and m["family"] == "pruning" for m in methods.values())
+    assert all(m["preview"] == (name in plan_lib.PREVIEW_METHODS) for name, m in methods.items())
+    assert methods["PR_L2"]["family"] == "pruning" and methods["PR_L2"]["preview"]
     assert methods["PR_L2"]["budgets"] == [b for b in ("target_macs", "target_latency")
                                            if b in inspect.signature(pruner.compress_model).parameters]
     assert "eager" in data["runtimes"] and "onnxruntime" in data["runtimes"]
@@ -85,7 +92,7 @@ def test_layer_table_and_preview_match_the_library(client, tiny_export):
 BAD_REQUESTS = [
     ({"method": "PR_L2", "ratio": 1.5}, r"must be in \(0, 1\)"),
     ({"method": "PR_L2", "ratio": None}, r"must be a number in \(0, 1\)"),
-    ({"method": "PR_XX", "ratio": 0.5}, "unknown compression method 'PR_XX': use one of PR_L2, PR_GM, PR_ID"),
+    ({"method": "PR_XX", "ratio": 0.5}, "unknown compression method 'PR_XX': use one of PR_L2, PR_GM"),
     ({"method": "PR_L2", "recommendation": "manual", "manual": {"layer3.0.conv1": "1.2"}},
      "ratio of layer 'layer3.0.conv1'"),
     ({"method": "PR_L2", "recommendation": "manual", "manual": {"layer3.0.conv1": "half"}}, "must be a number"),
