@@ -39,7 +39,7 @@ RECOMMENDATION_HELP = {
 
 
 # Methods whose plan can be previewed here (others compress directly).
-PREVIEW_METHODS = ("PR_L2", "PR_GM", "PR_ID")
+PREVIEW_METHODS = ("PR_L2", "PR_GM", "PR_ID", "FD_TK", "FD_CP", "FD_SVD")
 
 
 def manual_keyword(method):
@@ -129,8 +129,9 @@ def plan(analysis, method="PR_L2", recommendation=None, ratio=None, layer_ratios
     groups, all_groups = analysis.groups, analysis.all_groups
     if method == "PR_ID":
         return recommend.indices_per_group(groups, all_groups, layer_indices)
-    if method not in PREVIEW_METHODS:
-        raise CompressionError(f"{method} has no preview yet: compress directly")
+    if method not in PREVIEW_METHODS or method.startswith("FD_"):
+        raise CompressionError(f"{method} has no channel plan: use plan_ranks for decomposition, "
+                               "or compress directly")
     if recommendation == "slamp":
         counts = recommend.slamp_counts(groups, analysis.norms, ratio, round_to)
     else:
@@ -184,3 +185,45 @@ def preview(analysis, channel_plan, input_size):
             "macs": [sum(v["macs"][0] for v in layers.values()), sum(v["macs"][1] for v in layers.values())],
             "prunable_filters": total, "removed_filters": removed,
             "ratio_achieved": removed / total if total else 0.0}
+
+
+# --------------------------------------------------------------------------- decomposition
+
+def plan_ranks(model, method, recommendation=None, ratio=None, layer_ranks=None):
+    """``(ranks, vbmf_ranks)`` per layer for a decomposition request, as its compress_model picks them."""
+    from models.compression import decompose
+
+    recommendation = decompose.check_recommendation(decompose.check_method(method), recommendation)
+    if recommendation == "vbmf" and ratio is None:
+        ratio = 0.0
+    return decompose.recommend_ranks(model, method, recommendation, ratio=ratio, layer_ranks=layer_ranks)
+
+
+def preview_ranks(model, method, ranks, input_size, vbmf_ranks=None):
+    """Per-layer MACs if ``ranks`` were applied at ``input_size``; layers that would not get cheaper stay.
+
+    Same ``{"layers", "macs"}`` shape as :func:`preview`, with ``ranks`` / ``vbmf_ranks`` /
+    ``full_ranks`` on the layers concerned.
+    """
+    from models.compression import decompose
+
+    geometry = decompose.layer_geometry(model, input_size)
+    layers = {name: {"macs": [value, value]} for name, value in report.layer_macs(model, input_size).items()}
+    decomposed = 0
+    for name, rank in ranks.items():
+        if name not in geometry or name not in layers:
+            continue
+        module = model.get_submodule(name)
+        before, after = decompose.layer_macs_for_rank(module, method, rank, geometry[name])
+        entry = layers[name]
+        entry.update(ranks=rank, full_ranks=decompose.layer_full_rank(module, method))
+        if vbmf_ranks and name in vbmf_ranks:
+            entry["vbmf_ranks"] = vbmf_ranks[name]
+        if after < before:
+            entry["macs"] = [before, after]
+            decomposed += 1
+        else:
+            entry["reason"] = "kept: this rank would not lower its MACs"
+    return {"layers": layers,
+            "macs": [sum(v["macs"][0] for v in layers.values()), sum(v["macs"][1] for v in layers.values())],
+            "decomposed_layers": decomposed}

@@ -257,7 +257,11 @@ def preview(analysis, request, input_size):
     if not meta["preview"] or request.budget:
         raise CompressionError(f"{request.method}{' with a budget' if request.budget else ''} has no per-layer "
                                "preview yet: press Compress (the result lists every layer)")
-    result = plan_lib.preview(analysis, plan_lib.plan(analysis, **kwargs), input_size)
+    if meta["manual"] == "layer_ranks":
+        ranks, vbmf_ranks = plan_lib.plan_ranks(analysis.model, **supported_kwargs(plan_lib.plan_ranks, kwargs))
+        result = plan_lib.preview_ranks(analysis.model, request.method, ranks, input_size, vbmf_ranks)
+    else:
+        result = plan_lib.preview(analysis, plan_lib.plan(analysis, **kwargs), input_size)
     result["request"] = kwargs
     return result
 

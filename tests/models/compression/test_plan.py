@@ -44,3 +44,20 @@ def test_plan_rejects_bad_requests_like_the_cli(tiny_sm, fast):
         plan_lib.plan(analysis, "PR_L2", "manual", layer_ratios={"nope": 0.5})
     with pytest.raises(CompressionError, match="cannot be pruned"):
         plan_lib.plan(analysis, "PR_L2", "manual", layer_ratios={"final_layer.conv2": 0.5})
+
+
+# Decomposition is slow on CPU (FD_TK ~30-80 s, FD_CP ~50 s on a tiny body on the shared box): SVD
+# covers the vbmf path and the bookkeeping.
+@pytest.mark.parametrize("method, recommendation, ratio", [("FD_SVD", "vbmf", 0.5)])
+def test_rank_preview_matches_the_decomposed_model(method, recommendation, ratio, tiny_sm):
+    decompose = pytest.importorskip("models.compression.decompose", reason="filter decomposition not merged")
+    body = copy.deepcopy(tiny_sm[0])
+    ranks, vbmf_ranks = plan_lib.plan_ranks(body, method, recommendation, ratio)
+    preview = plan_lib.preview_ranks(body, method, ranks, SIZE, vbmf_ranks)
+    _, report = decompose.compress_model(body, method, recommendation, ratio, report_sizes=[SIZE])
+    assert preview["macs"] == [report["before"]["macs"]["64x128"], report["after"]["macs"]["64x128"]]
+    assert preview["decomposed_layers"] == report["decomposed_layers"] > 0
+    for name, entry in report["layers"].items():
+        if entry["decomposed"]:
+            assert preview["layers"][name]["ranks"] == entry["ranks"]
+            assert preview["layers"][name]["macs"] == entry["macs"]

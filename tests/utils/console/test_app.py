@@ -199,3 +199,19 @@ def test_upload_then_load(workdir):
         assert response.json() == {"name": "uploads/body.pt"}
         table = trusting.post("/api/model", json={"model": "uploads/body.pt", "input_size": SIZE}).json()
         assert table["totals"]["layers"] > 10 and table["source"]["head"] == ""
+
+
+def test_decomposition_preview_and_compress(client):
+    pytest.importorskip("models.compression.decompose", reason="filter decomposition not merged")
+    _load(client)
+    body = {"method": "FD_SVD", "recommendation": "vbmf", "ratio": 0.5}
+    preview = client.post("/api/preview", json=body)
+    assert preview.status_code == 200, preview.text
+    preview = preview.json()
+    assert preview["decomposed_layers"] > 0 and preview["macs"][1] < preview["macs"][0]
+    done = _wait(client, client.post("/api/jobs/compress", json=body).json()["id"])
+    assert done["state"] == "done", done
+    assert done["result"]["after"]["macs"] == preview["macs"][1]
+    assert "--method FD_SVD --recommendation vbmf --ratio 0.5" in done["result"]["commands"][0]
+    bad = client.post("/api/preview", json={"method": "FD_SVD", "recommendation": "vbmf", "ratio": 2})
+    assert bad.status_code == 400 and "\n" not in bad.json()["error"]

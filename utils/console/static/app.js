@@ -91,7 +91,9 @@ function updateMode() {
   $("preview-button").disabled = !currentMethod().preview || Boolean(budget);
   if (rec && rec.help) $("method-help").textContent = currentMethod().help + " - " + rec.help;
   for (const input of document.querySelectorAll("#layer-table input.manual")) {
-    input.disabled = !isManual();
+    const usable = currentMethod().manual === "layer_ranks" || input.dataset.pruning === "yes";
+    input.disabled = !isManual() || !usable;
+    input.hidden = !usable;
     const kind = currentMethod().manual;
     input.placeholder = kind === "layer_indices" ? "0,3,5" : kind === "layer_ranks" ? "rank(s)" : "ratio";
   }
@@ -114,9 +116,10 @@ function renderTable(table) {
       tr.appendChild(td);
     }
     if (!row.prunable && row.reason) tr.children[8].title = row.reason;
-    if (row.prunable && row.root) {
+    if (row.in !== null && row.in !== undefined) {
       const input = document.createElement("input");
       input.className = "manual"; input.dataset.layer = row.name; input.type = "text";
+      input.dataset.pruning = row.prunable && row.root ? "yes" : "no";
       tr.children[12].appendChild(input);
     }
     body.appendChild(tr);
@@ -151,18 +154,26 @@ function renderPreview(preview) {
     const row = preview.layers[tr.dataset.name];
     const cells = tr.children;
     if (!row) continue;
-    cells[9].textContent = row.in ? row.in[1] : "-";
-    cells[10].textContent = row.out ? row.out[1] : "-";
+    const ranked = row.ranks !== undefined;
+    cells[9].textContent = row.in ? row.in[1] : (ranked ? "rank" : "-");
+    cells[10].textContent = row.out ? row.out[1] : (ranked ? String(row.ranks) +
+      (row.vbmf_ranks !== undefined ? ` (vbmf ${row.vbmf_ranks})` : "") : "-");
     cells[11].textContent = fmt(row.macs[1]);
-    const changed = row.in && (row.in[0] !== row.in[1] || row.out[0] !== row.out[1]);
+    cells[11].title = row.reason || "";
+    const changed = row.macs[0] !== row.macs[1] ||
+      (row.in && (row.in[0] !== row.in[1] || row.out[0] !== row.out[1]));
     tr.classList.toggle("changed", Boolean(changed));
   }
   const totals = $("preview-totals");
   totals.innerHTML = "";
   card(totals, "MACs before → after", `${fmt(preview.macs[0])} → ${fmt(preview.macs[1])}`, "preview-macs");
   card(totals, "MACs kept", (100 * preview.macs[1] / preview.macs[0]).toFixed(1) + "%");
-  card(totals, "filters removed", `${preview.removed_filters} / ${preview.prunable_filters} (` +
-    (100 * preview.ratio_achieved).toFixed(1) + "%)", "preview-ratio");
+  if (preview.prunable_filters !== undefined) {
+    card(totals, "filters removed", `${preview.removed_filters} / ${preview.prunable_filters} (` +
+      (100 * preview.ratio_achieved).toFixed(1) + "%)", "preview-ratio");
+  } else {
+    card(totals, "layers decomposed", preview.decomposed_layers, "preview-ratio");
+  }
   document.body.dataset.step = "previewed";
 }
 
