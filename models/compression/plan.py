@@ -160,8 +160,11 @@ def _macs_after(module, macs, before, after):
     return int(round(macs * cout2 * (cin2 // groups2) / denominator)) if denominator else 0
 
 
-def preview(analysis, channel_plan, input_size):
+def preview(analysis, channel_plan, input_size, layer_macs=None):
     """Per-layer effect of ``channel_plan`` at ``input_size`` = (height, width), without pruning.
+
+    ``layer_macs``: :func:`models.compression.report.layer_macs` of the unpruned model at that size,
+    when the caller already has it (saves one forward pass per preview).
 
     Returns ``{"layers": {name: {"in": [before, after], "out": [before, after], "macs": [before,
     after]}}, "macs": [before, after], "removed_filters": n, "prunable_filters": n,
@@ -169,7 +172,7 @@ def preview(analysis, channel_plan, input_size):
     """
     channels = report.conv_channels(analysis.model)
     after = planned_channels(analysis, channel_plan)
-    macs = report.layer_macs(analysis.model, input_size)
+    macs = layer_macs if layer_macs is not None else report.layer_macs(analysis.model, input_size)
     modules = dict(analysis.model.named_modules())
     layers = {}
     for name, value in macs.items():

@@ -249,7 +249,7 @@ def _manual_values(manual, keyword, required=True):
     return values
 
 
-def preview(analysis, request, input_size):
+def preview(analysis, request, input_size, layer_macs=None):
     from models.compression import plan as plan_lib
 
     _, meta = method_module(request.method)
@@ -261,7 +261,7 @@ def preview(analysis, request, input_size):
         ranks, vbmf_ranks = plan_lib.plan_ranks(analysis.model, **supported_kwargs(plan_lib.plan_ranks, kwargs))
         result = plan_lib.preview_ranks(analysis.model, request.method, ranks, input_size, vbmf_ranks)
     else:
-        result = plan_lib.preview(analysis, plan_lib.plan(analysis, **kwargs), input_size)
+        result = plan_lib.preview(analysis, plan_lib.plan(analysis, **kwargs), input_size, layer_macs)
     result["request"] = kwargs
     return result
 

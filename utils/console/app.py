@@ -77,26 +77,29 @@ class Console:
         return {"source": source.__dict__, **table}
 
     def loaded(self):
-        if self.analysis is None:
-            raise ConsoleError("no model loaded: pick a model and press Load first")
-        return self.source, self.analysis, self.input_size
+        """``(source, analysis, input size, per-layer MACs)`` of the loaded model, consistently."""
+        with self.lock:
+            if self.analysis is None:
+                raise ConsoleError("no model loaded: pick a model and press Load first")
+            macs = {row["name"]: row["macs"] for row in self.table["layers"]}
+            return self.source, self.analysis, self.input_size, macs
 
     def preview(self, body):
-        source, analysis, size = self.loaded()
+        source, analysis, size, macs = self.loaded()
         method_module(body.method)
         if body.input_size and actions._input_size(body.input_size) != size:
             raise ConsoleError(f"the table was computed at {size[0]}x{size[1]}: press Load again to change the size")
-        return actions.preview(analysis, body.request(), size)
+        return actions.preview(analysis, body.request(), size, macs)
 
     def compress(self, body):
-        source, analysis, size = self.loaded()
+        source, analysis, size, macs = self.loaded()
         if body.runtime not in runtimes():
             raise ConsoleError(f"unknown runtime '{body.runtime}': use one of {', '.join(runtimes())}")
         request = body.request()
         _, meta = method_module(request.method)
         request.kwargs(meta)
         if meta["preview"] and not request.budget:
-            actions.preview(analysis, request, size)  # refuse a bad request now, not in the job
+            actions.preview(analysis, request, size, macs)  # refuse a bad request now, not in the job
         job = self.jobs.submit("compress", f"{request.method} on {source.model}",
                                lambda job: actions.run_compress(job, self.workspace, source, request, size,
                                                                 body.runtime))
