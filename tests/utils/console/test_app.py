@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shlex
+import threading
 
 import pytest
 import torch
@@ -215,3 +216,41 @@ def test_decomposition_preview_and_compress(client):
     assert "--method FD_SVD --recommendation vbmf --ratio 0.5" in done["result"]["commands"][0]
     bad = client.post("/api/preview", json={"method": "FD_SVD", "recommendation": "vbmf", "ratio": 2})
     assert bad.status_code == 400 and "\n" not in bad.json()["error"]
+
+
+def test_checkpoint_and_config_are_exported_then_compressed(client, workdir):
+    torch.manual_seed(0)
+    net = PIDNet(m=2, n=3, planes=32, ppm_planes=96, head_planes=128, num_classes=19)  # PIDNet-S
+    torch.save(official_state_dict(net), workdir / "s.pt")
+    (workdir / "s.yaml").write_text("MODEL:\n  NAME: pidnet_s\nDATASET:\n  NUM_CLASSES: 19\n"
+                                    "TEST:\n  IMAGE_SIZE: [128, 64]\n")
+    table = client.post("/api/model", json={"model": "s.pt", "config": "s.yaml"})
+    assert table.status_code == 200, table.text
+    assert table.json()["input_size"] == [64, 128]  # TEST.IMAGE_SIZE is width, height
+    job = client.post("/api/jobs/compress", json={"method": "PR_L2", "ratio": 0.3}).json()
+    done = _wait(client, job["id"])
+    assert done["state"] == "done", done
+    export_line, compress_line = done["result"]["commands"]
+    assert export_line.startswith("python tools/export_netspresso.py --cfg ") and "TEST.MODEL_FILE" in export_line
+    assert "--model " + str(workdir / done["result"]["run"] / "model_modelfx.pt") in compress_line
+    names = sorted(os.path.basename(f) for f in done["result"]["files"])
+    assert names == ["command.sh", "compressed.json", "compressed.pt", "model_headfx.pt", "model_modelfx.pt"]
+
+
+def test_jobs_queue_behind_each_other_and_cancel_through_the_api(client, workdir):
+    _load(client)
+    release = threading.Event()
+    started = threading.Event()
+    blocker = client.app.state.console.jobs.submit("test", "blocker",
+                                                   lambda job: started.set() or release.wait(30))
+    assert started.wait(30)
+    before = snapshot(workdir)
+    queued = client.post("/api/jobs/compress", json={"method": "PR_L2", "ratio": 0.5}).json()
+    assert queued["state"] == "queued"
+    assert [j["state"] for j in client.get("/api/jobs").json()["jobs"]] == ["running", "queued"]
+    cancelled = client.post(f"/api/jobs/{queued['id']}/cancel").json()
+    assert cancelled["state"] == "cancelled"
+    release.set()
+    assert _wait(client, blocker.id)["state"] == "done"
+    assert snapshot(workdir) == before
+    assert client.get("/api/jobs/999").status_code == 400
