@@ -60,6 +60,14 @@ def test_catalog_comes_from_the_compression_tables(client):
     assert methods["PR_L2"]["budgets"] == [b for b in ("target_macs", "target_latency")
                                            if b in inspect.signature(pruner.compress_model).parameters]
     assert "eager" in data["runtimes"] and "onnxruntime" in data["runtimes"]
+    try:
+        quantize = importlib.import_module("models.deploy.quantize")
+    except ModuleNotFoundError:
+        quantize = None
+    if quantize is None:
+        assert data["quantization"] is None
+    else:
+        assert data["quantization"]["precisions"] == list(quantize.PRECISIONS)
     files = client.get("/api/files").json()
     assert {m["name"]: m["kind"] for m in files["models"]} == {BODY: "module", "tiny/model_headfx.pt": "module"}
     assert "builtin:configs/cityscapes/pidnet_small_cityscapes.yaml" in [c["name"] for c in files["configs"]]

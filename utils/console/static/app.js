@@ -276,10 +276,6 @@ async function init() {
     for (const r of state.catalog.runtimes) option($("runtime-select"), r);
     $("runtime-select").value = "eager";
     fillRecommendations();
-    if (state.catalog.quantization) {
-      $("step-quantize").hidden = false;
-      $("quantize-note").textContent = "quantization options: " + JSON.stringify(state.catalog.quantization);
-    }
     await refreshFiles();
     document.body.dataset.step = "ready";
   });
