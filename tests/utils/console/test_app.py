@@ -262,3 +262,18 @@ def test_jobs_queue_behind_each_other_and_cancel_through_the_api(client, workdir
     assert _wait(client, blocker.id)["state"] == "done"
     assert snapshot(workdir) == before
     assert client.get("/api/jobs/999").status_code == 400
+
+
+def test_mac_budget_through_the_console(client):
+    if "target_macs" not in inspect.signature(pruner.compress_model).parameters:
+        pytest.skip("compression to a MAC budget not merged")
+    _load(client)
+    done = _wait(client, client.post("/api/jobs/compress", json={"method": "PR_L2", "budget": "target_macs",
+                                                                  "budget_value": 0.7}).json()["id"])
+    assert done["state"] == "done", done
+    assert done["result"]["after"]["macs"] <= 0.7 * 1.02 * done["result"]["before"]["macs"]
+    assert "--target-macs 0.7" in done["result"]["commands"][0] and "--ratio" not in done["result"]["commands"][0]
+    # A budget has no preview, so compress_model validates it inside the job: one line there.
+    failed = _wait(client, client.post("/api/jobs/compress", json={"method": "PR_L2", "budget": "target_macs",
+                                                                   "budget_value": 1.5}).json()["id"])
+    assert failed["state"] == "failed" and "\n" not in failed["error"] and "(0, 1)" in failed["error"]
