@@ -84,6 +84,13 @@ def workdir(tmp_path):
     root = tmp_path / "work"
     atomic_save(body, root / "tiny" / "model_modelfx.pt")
     atomic_save(head, root / "tiny" / "model_headfx.pt")
+    import cv2
+    import numpy as np
+
+    (root / "calib").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        cv2.imwrite(str(root / "calib" / f"{i}.png"), rng.integers(0, 255, (64, 128, 3), dtype=np.uint8))
     return root
 
 
@@ -218,5 +225,14 @@ def test_browser_pick_preview_compress_compare_download(workdir, tmp_path):
             report = json.loads(target.read_text())
             assert report["method"] == "PR_L2" and report["after"]["params"] < report["before"]["params"]
             assert report["latency_ms"]["runtime"] == "eager"
+
+            # 5. quantize the result, where the toolkit has tools/quantize.py
+            if by_id("step-quantize").is_displayed():
+                Select(by_id("calib-select")).select_by_value("calib")
+                by_id("quantize-button").click()
+                step("quantized")
+                assert "quantize_report.json" in by_id("quantize-downloads").text
+                assert by_id("quantize-command").text.startswith("python tools/quantize.py")
+                _shot(driver, tmp_path, "4_quantize", by_id("step-quantize"))
     finally:
         driver.quit()

@@ -17,6 +17,8 @@ import logging
 import os
 import shlex
 import shutil
+import subprocess
+import sys
 import time
 
 import torch
@@ -357,3 +359,70 @@ def run_compress(job, workspace, source, request, input_size, runtime):
             "ratio_achieved": report.get("ratio_achieved"), "method": request.method,
             "recommendation": report.get("recommendation")}
 
+
+
+# --------------------------------------------------------------------------- quantize job
+
+QUANTIZE_TOOL = os.path.join("tools", "quantize.py")
+QUANTIZE_REPORT = "quantize_report.json"
+
+
+def quantize_available():
+    return os.path.isfile(os.path.join(REPO_ROOT, QUANTIZE_TOOL))
+
+
+def quantize_argv(model, calib_dir, input_size, precision, engine, output_dir):
+    """``tools/quantize.py`` arguments for a compressed body, calibrated on a folder of images."""
+    return [QUANTIZE_TOOL, "--netspresso", "--model", model, "--calib-dir", calib_dir,
+            "--input-size", str(input_size[0]), str(input_size[1]), "--precision", precision,
+            "--engine", engine, "--device", "cpu", "--output-dir", output_dir]
+
+
+def _error_line(output):
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    return (errors or lines or ["tools/quantize.py failed without a message"])[-1]
+
+
+def run_quantize(job, workspace, run, calib_dir, input_size, precision, engine, poll_seconds=0.5):
+    """The quantize job: ``tools/quantize.py`` itself, in a subprocess, on a run's compressed body.
+
+    The tool writes its output folder atomically (nothing is left when it fails); a cancel
+    terminates it. The output folder goes into the run folder: ``<run>/quantized_<precision>``.
+    """
+    if not quantize_available():
+        raise ConsoleError("this toolkit has no tools/quantize.py: quantization is not available")
+    model = workspace.path(f"{run}/compressed.pt")
+    calib = workspace.folder(calib_dir)
+    output_dir = os.path.join(os.path.dirname(model), f"quantized_{precision}")
+    count = 1
+    while os.path.exists(output_dir):
+        output_dir = os.path.join(os.path.dirname(model), f"quantized_{precision}_{count}")
+        count += 1
+    argv = quantize_argv(model, calib, input_size, precision, engine, output_dir)
+    job.progress(0.05, f"tools/quantize.py ({precision}, {engine})")
+    proc = subprocess.Popen([sys.executable, *argv], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    started = time.time()
+    try:
+        while proc.poll() is None:
+            time.sleep(poll_seconds)
+            job.progress(0.05 + 0.9 * (1 - 1 / (1 + (time.time() - started) / 60)),
+                         f"tools/quantize.py running ({time.time() - started:.0f} s)")
+    except BaseException:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
+    output = proc.stdout.read()
+    if proc.returncode != 0:
+        raise ConsoleError(f"quantization failed: {_error_line(output)}")
+    report_path = os.path.join(output_dir, QUANTIZE_REPORT)
+    with open(report_path, encoding="utf-8") as handle:
+        report = json.load(handle)
+    files = sorted(os.listdir(output_dir))
+    rel = workspace.relative(output_dir)
+    return {"run": rel, "files": [f"{rel}/{f}" for f in files], "report": f"{rel}/{QUANTIZE_REPORT}",
+            "commands": [shlex.join(["python", *argv])], "summary": report}

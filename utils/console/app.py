@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from utils.cli import one_line
 from utils.console import actions
-from utils.console.catalog import catalog, method_module, runtimes
+from utils.console.catalog import catalog, method_module, quantization, runtimes
 from utils.console.jobs import JobQueue
 from utils.console.workspace import Workspace
 from utils.errors import ConsoleError, PIDNetError
@@ -49,6 +49,14 @@ class CompressRequest(BaseModel):
     def request(self):
         return actions.Request(self.method, self.recommendation, self.ratio, self.round_to,
                                {k: str(v) for k, v in self.manual.items()}, self.budget, self.budget_value)
+
+
+class QuantizeRequest(BaseModel):
+    run: str
+    calib_dir: str
+    precision: str = "int8"
+    engine: str = "onnxruntime"
+    input_size: list[int] | None = Field(default=None, min_length=2, max_length=2)
 
 
 class Console:
@@ -103,6 +111,22 @@ class Console:
         job = self.jobs.submit("compress", f"{request.method} on {source.model}",
                                lambda job: actions.run_compress(job, self.workspace, source, request, size,
                                                                 body.runtime))
+        return job.snapshot()
+
+
+    def quantize(self, body):
+        options = quantization()
+        if options is None or not actions.quantize_available():
+            raise ConsoleError("quantization is not available in this toolkit (no models/deploy/quantize.py)")
+        for key, value in (("precisions", body.precision), ("engines", body.engine)):
+            if value not in options.get(key, [value]):
+                raise ConsoleError(f"unknown {key[:-1]} '{value}': use one of {', '.join(options[key])}")
+        self.workspace.path(f"{body.run}/compressed.pt")
+        self.workspace.folder(body.calib_dir)
+        size = actions._input_size(body.input_size or self.loaded()[2])
+        job = self.jobs.submit("quantize", f"{body.precision} of {body.run}",
+                               lambda job: actions.run_quantize(job, self.workspace, body.run, body.calib_dir, size,
+                                                                body.precision, body.engine))
         return job.snapshot()
 
 
@@ -167,6 +191,10 @@ def create_app(workdir, allow_pickle_uploads=False, max_upload_mb=512):
     @app.post("/api/jobs/compress")
     def compress(body: CompressRequest):
         return console.compress(body)
+
+    @app.post("/api/jobs/quantize")
+    def quantize(body: QuantizeRequest):
+        return console.quantize(body)
 
     @app.get("/api/jobs")
     def jobs():

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 MODEL_EXTENSIONS = (".pt", ".pth", ".pth.tar", ".tar", ".pkl")
 CONFIG_EXTENSIONS = (".yaml", ".yml")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 UPLOADS = "uploads"
 RUNS = "runs"
 DEFAULT_MAX_UPLOAD_MB = 512
@@ -104,14 +105,24 @@ class Workspace:
             raise ConsoleError(f"'{name}' does not exist in the work directory {self.root}: pick a file from the list")
         return full
 
+    def folder(self, name):
+        """The absolute path of folder ``name`` inside the work directory (same refusals as :meth:`path`)."""
+        full = self.path(name, must_exist=False)
+        if not os.path.isdir(full):
+            raise ConsoleError(f"'{name}' is not a folder in the work directory {self.root}: pick one from the list")
+        return full
+
     def relative(self, path):
         return os.path.relpath(os.path.realpath(path), self.root).replace(os.sep, "/")
 
     def listing(self):
         """``{"models": [...], "configs": [...]}`` of the files in the work directory."""
-        models, configs = [], []
+        models, configs, folders = [], [], []
         for folder, dirs, files in os.walk(self.root):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            images = [n for n in files if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith(".")]
+            if images and folder != self.root:
+                folders.append({"name": self.relative(folder), "images": len(images)})
             for name in sorted(files):
                 if name.startswith("."):
                     continue
@@ -122,7 +133,7 @@ class Workspace:
                 elif lower.endswith(MODEL_EXTENSIONS):
                     models.append({"name": self.relative(full), "kind": file_kind(full),
                                    "size": os.path.getsize(full)})
-        return {"root": self.root, "models": models, "configs": configs}
+        return {"root": self.root, "models": models, "configs": configs, "image_folders": folders}
 
     # ------------------------------------------------------------------ uploads
     def _upload_name(self, filename):

@@ -277,3 +277,29 @@ def test_mac_budget_through_the_console(client):
     failed = _wait(client, client.post("/api/jobs/compress", json={"method": "PR_L2", "budget": "target_macs",
                                                                    "budget_value": 1.5}).json()["id"])
     assert failed["state"] == "failed" and "\n" not in failed["error"] and "(0, 1)" in failed["error"]
+
+
+@pytest.mark.slow
+def test_quantize_the_compressed_result(client, workdir):
+    from utils.console.actions import quantize_available
+
+    if not quantize_available() or importlib.util.find_spec("models.deploy") is None:
+        pytest.skip("tools/quantize.py not merged")
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    (workdir / "calib").mkdir()
+    for i in range(3):
+        cv2.imwrite(str(workdir / "calib" / f"{i}.png"), rng.integers(0, 255, (64, 128, 3), dtype=np.uint8))
+    assert client.get("/api/files").json()["image_folders"] == [{"name": "calib", "images": 3}]
+    _load(client)
+    run = _wait(client, client.post("/api/jobs/compress", json={"method": "PR_L2", "ratio": 0.5}).json()["id"])
+    body = {"run": run["result"]["run"], "calib_dir": "calib", "precision": "int8", "engine": "onnxruntime"}
+    bad = client.post("/api/jobs/quantize", json={**body, "calib_dir": "../x"})
+    assert bad.status_code == 400 and "outside the work directory" in bad.json()["error"]
+    done = _wait(client, client.post("/api/jobs/quantize", json=body).json()["id"])
+    assert done["state"] == "done", done
+    names = [os.path.basename(f) for f in done["result"]["files"]]
+    assert "model_int8.onnx" in names and "quantize_report.json" in names
+    assert done["result"]["commands"][0].startswith("python tools/quantize.py --netspresso --model ")

@@ -67,6 +67,9 @@ async function refreshFiles(select) {
   option(configs, "", "(none: exported module)");
   for (const c of files.configs) option(configs, c.name);
   if (keep && [...models.options].some((o) => o.value === keep)) models.value = keep;
+  const calib = $("calib-select");
+  calib.innerHTML = "";
+  for (const f of files.image_folders) option(calib, f.name, `${f.name} (${f.images} images)`);
 }
 
 function fillRecommendations() {
@@ -208,7 +211,32 @@ function renderResult(result) {
   }
   $("command").textContent = result.commands.join("\n");
   $("result").hidden = false;
+  state.run = result.run;
+  $("step-quantize").hidden = !state.catalog.quantization;
   document.body.dataset.step = "compressed";
+}
+
+function renderQuantized(result) {
+  const table = $("quantize-summary");
+  table.innerHTML = "";
+  for (const [key, value] of Object.entries(result.summary)) {
+    if (value === null || typeof value === "object") continue;
+    const tr = document.createElement("tr");
+    const th = document.createElement("th"), td = document.createElement("td");
+    th.textContent = key; td.textContent = typeof value === "number" ? fmt(value) : String(value);
+    tr.appendChild(th); tr.appendChild(td); table.appendChild(tr);
+  }
+  const list = $("quantize-downloads");
+  list.innerHTML = "";
+  for (const file of result.files) {
+    const li = document.createElement("li"), a = document.createElement("a");
+    a.href = "/api/download/" + file.split("/").map(encodeURIComponent).join("/");
+    a.textContent = file; a.setAttribute("download", "");
+    li.appendChild(a); list.appendChild(li);
+  }
+  $("quantize-command").textContent = result.commands.join("\n");
+  $("quantize-result").hidden = false;
+  document.body.dataset.step = "quantized";
 }
 
 async function poll() {
@@ -218,7 +246,8 @@ async function poll() {
   if (["done", "failed", "cancelled"].includes(job.state)) {
     clearInterval(state.timer); state.timer = null;
     $("compress-button").disabled = false; $("cancel-button").disabled = true;
-    if (job.state === "done") renderResult(job.result);
+    $("quantize-button").disabled = false;
+    if (job.state === "done") (job.kind === "quantize" ? renderQuantized : renderResult)(job.result);
     if (job.state === "failed") showError(job.error);
     if (job.state === "cancelled") $("progress-text").textContent = "cancelled: " + job.message;
     document.body.dataset.job = job.state;
@@ -256,6 +285,16 @@ function bind() {
     document.body.dataset.job = job.state;
     state.timer = setInterval(() => guarded(poll), 300);
   });
+  $("quantize-button").onclick = () => guarded(async () => {
+    const job = await postJSON("/api/jobs/quantize", {
+      run: state.run, calib_dir: $("calib-select").value, precision: $("precision-select").value,
+      engine: $("engine-select").value,
+    });
+    state.job = job.id; $("quantize-result").hidden = true; $("progress").hidden = false;
+    $("quantize-button").disabled = true; $("cancel-button").disabled = false;
+    document.body.dataset.job = job.state;
+    state.timer = setInterval(() => guarded(poll), 500);
+  });
   $("cancel-button").onclick = () => guarded(() => api(`/api/jobs/${state.job}/cancel`, { method: "POST" }));
   $("upload-button").onclick = () => guarded(async () => {
     const file = $("upload-input").files[0];
@@ -275,6 +314,11 @@ async function init() {
     for (const m of state.catalog.methods) option($("method-select"), m.name, `${m.name} (${m.family})`);
     for (const r of state.catalog.runtimes) option($("runtime-select"), r);
     $("runtime-select").value = "eager";
+    const quant = state.catalog.quantization;
+    if (quant) {
+      for (const p of quant.precisions || []) option($("precision-select"), p);
+      for (const e of quant.engines || []) option($("engine-select"), e);
+    }
     fillRecommendations();
     await refreshFiles();
     document.body.dataset.step = "ready";
