@@ -1,4 +1,4 @@
-"""Structured pruning of an exported PIDNet body, offline or on the NetsPresso service.
+"""Structured pruning or filter decomposition of an exported PIDNet body (NetsPresso's methods).
 
     # SLAMP recommendation, 60% of the prunable filters removed by L2 norm
     python tools/compress.py --model model_modelfx.pt --method PR_L2 --recommendation slamp \
@@ -12,14 +12,23 @@
     python tools/compress.py --model model_modelfx.pt --method PR_ID --indices ids.json --output c.pt
     # preview the per-layer plan (kept channels, MACs) without pruning or writing anything
     python tools/compress.py --model model_modelfx.pt --method PR_L2 --ratio 0.6 --dry-run
+    # filter decomposition: Tucker-2 / SVD with VBMF ranks (--ratio in [-1, 1] calibrates them:
+    # 0 = VBMF rank, 1 = full rank, -1 = smallest), CP with a fraction of the full rank or per-layer ranks
+    python tools/compress.py --model model_modelfx.pt --method FD_TK --recommendation vbmf --ratio 0 \
+        --output decomposed_tk.pt
+    python tools/compress.py --model model_modelfx.pt --method FD_SVD --output decomposed_svd.pt
+    python tools/compress.py --model model_modelfx.pt --method FD_CP --recommendation manual --ratio 0.25 \
+        --output decomposed_cp.pt
+    python tools/compress.py --model model_modelfx.pt --method FD_TK --recommendation manual \
+        --layer-ranks ranks.json --output decomposed_manual.pt   # {"layer.name": [r_in, r_out]}
     # the same request on NetsPresso (pip install netspresso separately; NETSPRESSO_API_KEY set)
     python tools/compress.py --backend netspresso --model model_modelfx.pt --method PR_L2 \
         --recommendation slamp --ratio 0.6 --output compressed_pidnet.pt
 
 Writes the compressed whole module (load it with ``--netspresso --model FILE --head
 model_headfx.pt`` in tools/train.py / tools/eval.py, or compress it again) and a JSON
-report (``<output>.json`` unless ``--report``): per-layer channels, parameters, MACs at the
-export input size and the ratio achieved.
+report (``<output>.json`` unless ``--report``): per-layer channels (pruning) or ranks
+(decomposition), parameters, MACs at the export input size and the ratio achieved.
 """
 import argparse
 import json
@@ -32,7 +41,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from models.checkpoint import load_module_file  # noqa: E402
 from models.compression import cloud  # noqa: E402
 from models.compression import plan as plan_lib  # noqa: E402
+from models.compression import decompose  # noqa: E402
 from models.compression.pruner import check_method, check_recommendation, compress_model  # noqa: E402
+from models.compression import recommend, vbmf  # noqa: E402
 from models.compression.recommend import check_ratio, load_layer_indices, load_layer_ratios  # noqa: E402
 from models.compression.report import summary  # noqa: E402
 from models.netspresso import input_shapes  # noqa: E402
@@ -48,12 +59,18 @@ def get_args_parser():
     parser = argparse.ArgumentParser(description="Prune an exported PIDNet (NetsPresso-style compression)")
     parser.add_argument("--model", required=True, help="whole-module file, e.g. model_modelfx.pt (trusted files only)")
     parser.add_argument("--method", default="PR_L2", help="PR_L2 (L2 norm), PR_GM (geometric median), "
-                                                          "PR_ID (channel indices from --indices)")
+                                                          "PR_ID (channel indices from --indices); FD_TK (Tucker-2), "
+                                                          "FD_CP (CP), FD_SVD (SVD) filter decomposition")
     parser.add_argument("--recommendation", default=None,
-                        help="slamp (global structured LAMP, needs --ratio) or manual (needs --layer-ratios); "
-                             "default slamp, manual for PR_ID")
-    parser.add_argument("--ratio", type=float, default=None, help="fraction of prunable filters to remove, in (0, 1)")
+                        help="pruning: slamp (needs --ratio) or manual (needs --layer-ratios), default slamp, "
+                             "manual for PR_ID; decomposition: vbmf (FD_TK, FD_SVD; default) or manual "
+                             "(--layer-ranks and/or --ratio; default for FD_CP)")
+    parser.add_argument("--ratio", type=float, default=None,
+                        help="pruning: fraction of prunable filters to remove, in (0, 1); vbmf: calibration in "
+                             "[-1, 1] (0 = VBMF rank, default); manual decomposition: fraction of full rank kept")
     parser.add_argument("--layer-ratios", default=None, help="JSON {\"conv name\": ratio} for manual compression")
+    parser.add_argument("--layer-ranks", default=None,
+                        help="JSON {\"layer name\": [r_in, r_out]} (FD_TK) or {\"layer name\": r} (FD_CP, FD_SVD)")
     parser.add_argument("--indices", default=None, help="JSON {\"conv name\": [channel indices]} for PR_ID")
     parser.add_argument("--round-to", type=int, default=1, help="kept channels become multiples of this (step size)")
     parser.add_argument("--input-size", type=int, nargs=2, default=[1024, 2048], metavar=("H", "W"),
@@ -83,7 +100,44 @@ def _sizes(args):
     return sizes
 
 
+def _is_decomposition(method):
+    return str(method).strip().upper() in decompose.METHODS
+
+
+def run_decompose(args, sizes):
+    method = decompose.check_method(args.method)
+    recommendation = decompose.check_recommendation(method, args.recommendation)
+    for flag, value in (("--layer-ratios", args.layer_ratios), ("--indices", args.indices)):
+        if value:
+            raise CompressionError(f"{flag} is for pruning; {method} takes --layer-ranks FILE or --ratio R")
+    if args.round_to != 1:
+        raise CompressionError(f"--round-to applies to pruned channels; {method} keeps the ranks asked for: drop it")
+    layer_ranks = recommend.load_layer_ranks(args.layer_ranks) if args.layer_ranks else None
+    ratio = args.ratio
+    if recommendation == "vbmf":
+        ratio = vbmf.check_vbmf_ratio(0.0 if ratio is None else ratio)
+        if layer_ranks:
+            raise CompressionError("--layer-ranks sets ranks by hand: use it with --recommendation manual")
+    elif ratio is not None:
+        ratio = decompose.check_manual_ratio(ratio)
+    elif not layer_ranks:
+        raise CompressionError(f"manual decomposition needs ranks: pass --layer-ranks FILE or --ratio R "
+                               f"(fraction of the full rank kept, in (0, 1])")
+    device = resolve_device(args.device)
+    model = load_module_file(args.model, what="model")
+    decomposed, report = decompose.compress_model(model, method, recommendation, ratio=ratio, layer_ranks=layer_ranks,
+                                                  report_sizes=sizes, device=device)
+    report["model"] = os.path.abspath(args.model)
+    report["backend"] = "offline"
+    return decomposed, report
+
+
 def run_offline(args, sizes):
+    if _is_decomposition(args.method):
+        return run_decompose(args, sizes)
+    if args.layer_ranks:
+        raise CompressionError(f"--layer-ranks is for decomposition (FD_TK, FD_CP, FD_SVD), not {args.method}: "
+                               "use --layer-ratios for manual pruning")
     method = check_method(args.method)
     recommendation = check_recommendation(method, args.recommendation)
     layer_ratios = load_layer_ratios(args.layer_ratios) if args.layer_ratios else None
@@ -126,6 +180,8 @@ def dry_run(args, sizes):
 
 
 def run_netspresso(args, sizes):
+    if _is_decomposition(args.method):
+        raise CompressionError(f"{args.method} runs offline here: drop --backend netspresso")
     method = check_method(args.method)
     recommendation = check_recommendation(method, args.recommendation)
     ratio = check_ratio(args.ratio)
@@ -164,7 +220,8 @@ def main(args):
     print(f"compressed model: {args.output}  report: {report_path}")
     print(f"params {before['params'] / 1e6:.3f}M -> {after['params'] / 1e6:.3f}M, "
           f"MACs@{first} {before['macs'][first] / 1e9:.2f}G -> {after['macs'][first] / 1e9:.2f}G"
-          + (f", filters removed {report['ratio_achieved']:.3f}" if "ratio_achieved" in report else ""))
+          + (f", filters removed {report['ratio_achieved']:.3f}" if "ratio_achieved" in report else "")
+          + (f", layers decomposed {report['decomposed_layers']}" if "decomposed_layers" in report else ""))
     return 0
 
 

@@ -38,6 +38,9 @@ def check_recommendation(method, recommendation):
     if recommendation in (None, ""):
         return "manual" if method == "PR_ID" else "slamp"
     name = str(recommendation).strip().lower()
+    if name == "vbmf":
+        raise CompressionError(f"vbmf recommends decomposition ranks (FD_TK, FD_SVD), not pruning ({method}): "
+                               "use --recommendation slamp or manual, or --method FD_TK / FD_SVD")
     if name not in RECOMMENDATIONS:
         raise CompressionError(f"unknown recommendation '{recommendation}': use one of {', '.join(RECOMMENDATIONS)}")
     if method == "PR_ID" and name != "manual":

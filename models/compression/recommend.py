@@ -95,6 +95,11 @@ def load_layer_indices(path):
     return out
 
 
+def load_layer_ranks(path):
+    """``{"layer.name": [r_in, r_out] | r}`` for manual decomposition (checked against the model later)."""
+    return {str(k): v for k, v in _read_json(path, "layer rank").items()}
+
+
 def _resolve(groups, all_groups, name, what):
     """The prunable group that removes output channels of layer ``name``."""
     for index, group in enumerate(groups):

@@ -65,3 +65,19 @@ def test_bench_eval_smoke(repo_root, capsys):
     out = capsys.readouterr().out
     assert "backend eager" in out
     assert re.search(r"pipeline: [\d.]+ images/s \| model only: [\d.]+ images/s \| ratio: [\d.]+x", out)
+
+
+def test_bench_compress_smoke(repo_root, tmp_path, capsys):
+    from models.netspresso import export_pidnet
+
+    bench = _load(repo_root, "bench_compress")
+    torch.manual_seed(0)
+    body, _ = export_pidnet(PIDNet(m=2, n=3, num_classes=19, planes=8, ppm_planes=16, head_planes=16).eval())
+    torch.save(body, tmp_path / "body.pt")
+    assert _main(bench, ["--model", str(tmp_path / "body.pt"), "--size", "64", "128", "--mac-sizes", "64", "128",
+                         "--runs", "1", "--warmup", "0", "--threads", "1", "--backends", "eager",
+                         "--work-dir", str(tmp_path / "work")]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line]
+    assert [r.split(" | ")[0] for r in rows[1:]] == ["| original", "| FD_TK vbmf 0", "| FD_TK vbmf 0.5",
+                                                       "| FD_SVD vbmf 0"]
+    assert (tmp_path / "work" / "FD_TK_vbmf_0.json").exists()

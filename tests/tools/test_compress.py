@@ -174,3 +174,113 @@ def test_netspresso_backend_with_fake_client(tiny_body, tmp_path, capsys, monkey
     code, io = _cli(compress, ["--backend", "netspresso", "--model", tiny_body[0], "--ratio", "0.6",
                                "--output", str(tmp_path / "x.pt")], capsys)
     assert code == 2 and "NETSPRESSO_API_KEY" in io.err
+
+
+# --------------------------------------------------------------------------- filter decomposition
+
+
+def test_fd_tk_vbmf_writes_module_and_report(tiny_body, tmp_path, capsys):
+    output = tmp_path / "tk.pt"
+    code, io = _cli(compress, ["--model", tiny_body[0], "--method", "FD_TK", "--recommendation", "vbmf",
+                               "--ratio", "0.5", "--output", str(output), "--device", "cpu"] + FAST, capsys)
+    assert code == 0, io.err
+    assert "layers decomposed" in io.out
+    report = json.loads((tmp_path / "tk.json").read_text())
+    assert (report["method"], report["recommendation"], report["ratio_requested"]) == ("FD_TK", "vbmf", 0.5)
+    assert report["backend"] == "offline" and report["after"]["macs"]["64x128"] < report["before"]["macs"]["64x128"]
+    done = [e for e in report["layers"].values() if e["decomposed"]]
+    assert done and all(len(e["ranks"]) == 2 and e["params"][1] < e["params"][0] for e in done)
+    module = load_netspresso(output, tiny_body[1]).eval()
+    assert [o.shape[1] for o in module(torch.zeros(1, 3, 64, 64))] == [5, 5, 1]
+
+
+def test_fd_manual_layer_ranks_and_cp_ratio(tiny_body, tmp_path, capsys):
+    ranks = tmp_path / "ranks.json"
+    ranks.write_text(json.dumps({"layer3.0.conv1": 2}))
+    code, io = _cli(compress, ["--model", tiny_body[0], "--method", "FD_SVD", "--recommendation", "manual",
+                               "--layer-ranks", str(ranks), "--output", str(tmp_path / "s.pt")] + FAST, capsys)
+    assert code == 2 and "no 1x1 convolution or linear layer named 'layer3.0.conv1'" in io.err
+    code, io = _cli(compress, ["--model", tiny_body[0], "--method", "FD_CP", "--recommendation", "manual",
+                               "--layer-ranks", str(ranks), "--output", str(tmp_path / "c.pt")] + FAST, capsys)
+    assert code == 0, io.err
+    report = json.loads((tmp_path / "c.json").read_text())
+    assert report["decomposed_layers"] == 1 and report["layers"]["layer3.0.conv1"]["ranks"] == 2
+
+
+@pytest.mark.parametrize("argv, ranks, match", [
+    (["--method", "FD_TK", "--ratio", "1.5"], None, r"vbmf must be in \[-1, 1\]"),
+    (["--method", "FD_SVD", "--ratio", "-2"], None, r"vbmf must be in \[-1, 1\]"),
+    (["--method", "PR_L2", "--recommendation", "vbmf", "--ratio", "0.5"], None, "vbmf recommends decomposition"),
+    (["--method", "FD_CP", "--recommendation", "vbmf"], None, "vbmf does not recommend CP ranks"),
+    (["--method", "FD_CP"], None, "manual decomposition needs ranks"),
+    (["--method", "FD_CP", "--recommendation", "manual", "--ratio", "1.5"], None, r"\(0, 1\]"),
+    (["--method", "FD_TK", "--recommendation", "manual"], {"layer3.0.conv1": [1, 999]}, "out of range"),
+    (["--method", "FD_TK", "--recommendation", "manual"], {"no.such": [1, 1]}, "no KxK convolution named 'no.such'"),
+    (["--method", "FD_TK", "--recommendation", "manual"], {"layer3.0.conv1": 4}, r"\[r_in, r_out\]"),
+    (["--method", "FD_TK", "--recommendation", "slamp"], None, "slamp recommends pruning"),
+    (["--method", "FD_TK", "--layer-ratios", "r.json"], None, "--layer-ratios is for pruning"),
+    (["--method", "FD_TK", "--backend", "netspresso"], None, "runs offline here"),
+    (["--method", "PR_L2", "--ratio", "0.5"], {"layer3.0.conv1": 1}, "--layer-ranks is for decomposition"),
+])
+def test_bad_decomposition_requests_are_one_line(tiny_body, tmp_path, capsys, argv, ranks, match):
+    extra = []
+    if ranks is not None:
+        (tmp_path / "ranks.json").write_text(json.dumps(ranks))
+        extra = ["--layer-ranks", str(tmp_path / "ranks.json")]
+    output = tmp_path / "out.pt"
+    code, io = _cli(compress, ["--model", tiny_body[0], "--output", str(output)] + argv + extra + FAST, capsys)
+    assert code == 2
+    lines = [line for line in io.err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and re.search(match, lines[0]), io.err
+    assert "Traceback" not in io.err
+    assert not output.exists() and not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.slow
+def test_decompose_finetune_eval_onnx_custom_end_to_end(tmp_path, capsys):
+    """FD_TK (vbmf) -> tools/train.py --netspresso (1 epoch) -> eval, ONNX export, custom images."""
+    from datasets.synthetic import generate
+
+    generate(str(tmp_path / "data"), num_train=4, num_val=2, num_test=0, size=(128, 64), seed=0,
+             layouts=("cityscapes",))
+    torch.manual_seed(0)
+    body, head = export_pidnet(PIDNet(m=2, n=3, num_classes=19, planes=8, ppm_planes=16, head_planes=16))
+    atomic_save(body, tmp_path / "model_modelfx.pt")
+    atomic_save(head, tmp_path / "model_headfx.pt")
+    code, io = _cli(compress, ["--model", str(tmp_path / "model_modelfx.pt"), "--method", "FD_TK",
+                               "--output", str(tmp_path / "tk.pt"), "--device", "cpu"] + FAST, capsys)
+    assert code == 0, io.err
+    out = tmp_path / "out"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    overrides = ["DATASET.ROOT", f"{tmp_path / 'data'}/", "MODEL.PRETRAINED", "", "TRAIN.IMAGE_SIZE", "[128,64]",
+                 "TRAIN.BASE_SIZE", "128", "TEST.IMAGE_SIZE", "[128,64]", "TEST.BASE_SIZE", "128",
+                 "TRAIN.BATCH_SIZE_PER_GPU", "2", "TEST.BATCH_SIZE_PER_GPU", "2", "WORKERS", "0",
+                 "OUTPUT_DIR", str(out), "LOG_DIR", str(out) + "_tb", "TRAIN.END_EPOCH", "1"]
+    run = subprocess.run([sys.executable, "tools/train.py", "--cfg", CFG, "--device", "cpu", "--no-progress",
+                          "--netspresso", "--model", str(tmp_path / "tk.pt"),
+                          "--head", str(tmp_path / "model_headfx.pt"),
+                          *overrides], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    exp = out / "cityscapes" / "pidnet_small_cityscapes"
+    tuned = load_netspresso(exp / "final_model_model.pt").model
+    assert isinstance(tuned.get_submodule(next(n for n, e in json.loads((tmp_path / "tk.json").read_text())
+                                               ["layers"].items() if e["decomposed"])), nn.Sequential)
+    metrics = tmp_path / "eval.json"
+    run = subprocess.run([sys.executable, "tools/eval.py", "--cfg", CFG, "--device", "cpu", "--no-progress",
+                          "--netspresso", "--model", str(exp / "final_model_model.pt"),
+                          "--head", str(exp / "final_model_head.pt"), "--json", str(metrics), *overrides],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert 0.0 <= json.loads(metrics.read_text())["mean_iou"] <= 1.0
+    onnx_file = tmp_path / "tk.onnx"
+    run = subprocess.run([sys.executable, "tools/export_onnx.py", "--netspresso", "--model",
+                          str(exp / "final_model_model.pt"), "--r", "64", "128", "--output", str(onnx_file),
+                          "--device", "cpu"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and onnx_file.exists(), run.stderr[-3000:]
+    images = tmp_path / "data" / "cityscapes" / "leftImg8bit" / "val"
+    run = subprocess.run([sys.executable, "tools/custom.py", "--netspresso", "--model",
+                          str(exp / "final_model_model.pt"), "--r", str(next(images.rglob("*.png"))),
+                          "--o", str(tmp_path / "seg"), "--device", "cpu"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert list((tmp_path / "seg").glob("*.png"))
