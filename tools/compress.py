@@ -12,6 +12,14 @@
     python tools/compress.py --model model_modelfx.pt --method PR_ID --indices ids.json --output c.pt
     # preview the per-layer plan (kept channels, MACs) without pruning or writing anything
     python tools/compress.py --model model_modelfx.pt --method PR_L2 --ratio 0.6 --dry-run
+    # nuclear norm of each filter's feature maps over 32 of your images (preprocessed as tools/custom.py)
+    python tools/compress.py --model model_modelfx.pt --method PR_NN --images samples/ --ratio 0.6 \
+        --output compressed_nn.pt
+    # to a budget instead of a ratio: at most 40% of the MACs at --input-size, or 50% of the
+    # latency measured here (onnxruntime by default, or --runtime eager)
+    python tools/compress.py --model model_modelfx.pt --method PR_L2 --target-macs 0.4 --output c.pt
+    python tools/compress.py --model model_modelfx.pt --method PR_L2 --target-latency 0.5 \
+        --input-size 512 1024 --threads 1 --output c.pt
     # filter decomposition: Tucker-2 / SVD with VBMF ranks (--ratio in [-1, 1] calibrates them:
     # 0 = VBMF rank, 1 = full rank, -1 = smallest), CP with a fraction of the full rank or per-layer ranks
     python tools/compress.py --model model_modelfx.pt --method FD_TK --recommendation vbmf --ratio 0 \
@@ -28,7 +36,9 @@
 Writes the compressed whole module (load it with ``--netspresso --model FILE --head
 model_headfx.pt`` in tools/train.py / tools/eval.py, or compress it again) and a JSON
 report (``<output>.json`` unless ``--report``): per-layer channels (pruning) or ranks
-(decomposition), parameters, MACs at the export input size and the ratio achieved.
+(decomposition), parameters, MACs at the export input size and the ratio achieved; with a
+budget, the budget asked for and achieved (MACs counted, or latency measured with the
+runtime, threads and times).
 """
 import argparse
 import json
@@ -42,11 +52,13 @@ from models.checkpoint import load_module_file  # noqa: E402
 from models.compression import cloud  # noqa: E402
 from models.compression import plan as plan_lib  # noqa: E402
 from models.compression import decompose  # noqa: E402
+from models.compression.budget import RUNTIMES, check_budget, check_runtime, decompose_to_budget  # noqa: E402
 from models.compression.pruner import check_method, check_recommendation, compress_model  # noqa: E402
 from models.compression import recommend, vbmf  # noqa: E402
 from models.compression.recommend import check_ratio, load_layer_indices, load_layer_ratios  # noqa: E402
 from models.compression.report import summary  # noqa: E402
 from models.netspresso import input_shapes  # noqa: E402
+from tools.custom import input_transform, kind_of, read_image  # noqa: E402
 from utils.cli import run_main, setup_logging  # noqa: E402
 from utils.device import resolve_device  # noqa: E402
 from utils.errors import CompressionError  # noqa: E402
@@ -59,15 +71,30 @@ def get_args_parser():
     parser = argparse.ArgumentParser(description="Prune an exported PIDNet (NetsPresso-style compression)")
     parser.add_argument("--model", required=True, help="whole-module file, e.g. model_modelfx.pt (trusted files only)")
     parser.add_argument("--method", default="PR_L2", help="PR_L2 (L2 norm), PR_GM (geometric median), "
+                                                          "PR_NN (feature-map nuclear norm, needs --images), "
                                                           "PR_ID (channel indices from --indices); FD_TK (Tucker-2), "
                                                           "FD_CP (CP), FD_SVD (SVD) filter decomposition")
     parser.add_argument("--recommendation", default=None,
-                        help="pruning: slamp (needs --ratio) or manual (needs --layer-ratios), default slamp, "
-                             "manual for PR_ID; decomposition: vbmf (FD_TK, FD_SVD; default) or manual "
+                        help="pruning: slamp (needs --ratio or a budget) or manual (needs --layer-ratios), default "
+                             "slamp, manual for PR_ID; decomposition: vbmf (FD_TK, FD_SVD; default) or manual "
                              "(--layer-ranks and/or --ratio; default for FD_CP)")
     parser.add_argument("--ratio", type=float, default=None,
                         help="pruning: fraction of prunable filters to remove, in (0, 1); vbmf: calibration in "
                              "[-1, 1] (0 = VBMF rank, default); manual decomposition: fraction of full rank kept")
+    parser.add_argument("--target-macs", type=float, default=None,
+                        help="instead of --ratio: keep at most this fraction of the MACs at --input-size, in (0, 1)")
+    parser.add_argument("--target-latency", type=float, default=None,
+                        help="instead of --ratio: keep at most this fraction of the latency at --input-size, "
+                             "measured on this machine with --runtime, in (0, 1)")
+    parser.add_argument("--runtime", default="onnxruntime",
+                        help=f"what --target-latency is measured with: {', '.join(RUNTIMES)}")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for the latency measurement (default: torch's setting)")
+    parser.add_argument("--latency-trials", type=int, default=6,
+                        help="at most this many pruned candidates are timed for --target-latency")
+    parser.add_argument("--images", default=None,
+                        help="folder of images for PR_NN (read and normalised as tools/custom.py does)")
+    parser.add_argument("--num-images", type=int, default=32, help="how many images of --images PR_NN uses")
     parser.add_argument("--layer-ratios", default=None, help="JSON {\"conv name\": ratio} for manual compression")
     parser.add_argument("--layer-ranks", default=None,
                         help="JSON {\"layer name\": [r_in, r_out]} (FD_TK) or {\"layer name\": r} (FD_CP, FD_SVD)")
@@ -100,18 +127,91 @@ def _sizes(args):
     return sizes
 
 
+def load_images(folder, count):
+    """Up to ``count`` images of ``folder`` (sorted by name), preprocessed as tools/custom.py does.
+
+    Raises:
+        CompressionError: the folder does not exist or holds no readable image.
+    """
+    if count < 1:
+        raise CompressionError(f"--num-images must be at least 1, got {count}")
+    if not os.path.isdir(folder):
+        raise CompressionError(f"--images folder not found: {folder}. Pass a folder of images for PR_NN")
+    images, skipped = [], []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if len(images) >= count or not os.path.isfile(path) or kind_of(path) != "image":
+            continue
+        bgr = read_image(path)
+        if bgr is None:
+            skipped.append(name)
+            continue
+        images.append(input_transform(bgr))
+    if not images:
+        raise CompressionError(f"no readable image in {folder}"
+                               f"{f' ({len(skipped)} could not be decoded)' if skipped else ''}: "
+                               "put .png/.jpg images there or point --images at another folder")
+    if skipped:
+        logger.warning("skipped %d file(s) of %s that cannot be decoded: %s", len(skipped), folder,
+                       ", ".join(skipped[:5]))
+    if len(images) < count:
+        logger.info("PR_NN uses the %d images found in %s (asked for %d)", len(images), folder, count)
+    return images
+
+
+def _check_budget_args(args, method, recommendation):
+    """Budget flags, checked before any model or image is read; True when a budget is given."""
+    given = [flag for flag, value in (("--target-macs", args.target_macs), ("--target-latency", args.target_latency))
+             if value is not None]
+    if len(given) > 1:
+        raise CompressionError("give one budget: --target-macs or --target-latency, not both")
+    if not given:
+        return False
+    flag = given[0]
+    check_budget(args.target_macs if flag == "--target-macs" else args.target_latency, flag)
+    if method == "PR_ID":
+        raise CompressionError(f"PR_ID removes the indices you list; {flag} needs PR_L2, PR_GM or PR_NN")
+    if method == "FD_CP":
+        raise CompressionError(f"{flag} chooses ranks by singular-value energy, which CP has not: use FD_TK or "
+                               "FD_SVD, or FD_CP with --ratio / --layer-ranks")
+    if recommendation not in (None, "slamp") or (method.startswith("FD_") and recommendation is not None):
+        raise CompressionError(f"{flag} chooses the per-layer amounts itself: drop --recommendation {recommendation}")
+    if args.ratio is not None:
+        raise CompressionError(f"{flag} replaces --ratio: give one of them")
+    if flag == "--target-latency":
+        check_runtime(args.runtime)
+        if args.threads is not None and args.threads < 1:
+            raise CompressionError(f"--threads must be at least 1, got {args.threads}")
+        if args.latency_trials < 1:
+            raise CompressionError(f"--latency-trials must be at least 1, got {args.latency_trials}")
+    return True
+
+
 def _is_decomposition(method):
     return str(method).strip().upper() in decompose.METHODS
 
 
 def run_decompose(args, sizes):
     method = decompose.check_method(args.method)
-    recommendation = decompose.check_recommendation(method, args.recommendation)
     for flag, value in (("--layer-ratios", args.layer_ratios), ("--indices", args.indices)):
         if value:
             raise CompressionError(f"{flag} is for pruning; {method} takes --layer-ranks FILE or --ratio R")
     if args.round_to != 1:
         raise CompressionError(f"--round-to applies to pruned channels; {method} keeps the ranks asked for: drop it")
+    recommendation = args.recommendation and str(args.recommendation).strip().lower()
+    if _check_budget_args(args, method, recommendation or None):
+        if args.layer_ranks:
+            raise CompressionError("a budget chooses the ranks itself: drop --layer-ranks")
+        device = resolve_device(args.device)
+        model = load_module_file(args.model, what="model")
+        decomposed, report = decompose_to_budget(model, method, target_macs=args.target_macs,
+                                                 target_latency=args.target_latency, runtime=args.runtime,
+                                                 threads=args.threads, latency_trials=args.latency_trials,
+                                                 report_sizes=sizes, device=device)
+        report["model"] = os.path.abspath(args.model)
+        report["backend"] = "offline"
+        return decomposed, report
+    recommendation = decompose.check_recommendation(method, args.recommendation)
     layer_ranks = recommend.load_layer_ranks(args.layer_ranks) if args.layer_ranks else None
     ratio = args.ratio
     if recommendation == "vbmf":
@@ -140,18 +240,28 @@ def run_offline(args, sizes):
                                "use --layer-ratios for manual pruning")
     method = check_method(args.method)
     recommendation = check_recommendation(method, args.recommendation)
+    budget = _check_budget_args(args, method, recommendation)
+    if method == "PR_NN" and not args.images:
+        raise CompressionError("PR_NN ranks filters by their feature maps on real images: pass --images DIR "
+                               "(a folder of images like the ones the model will see)")
     layer_ratios = load_layer_ratios(args.layer_ratios) if args.layer_ratios else None
     layer_indices = load_layer_indices(args.indices) if args.indices else None
-    if recommendation == "slamp":
+    if recommendation == "slamp" and not budget:
         check_ratio(args.ratio)
     elif args.ratio is not None:
         logger.warning("--ratio is ignored with --recommendation manual / PR_ID (per-layer values come from the JSON)")
     device = resolve_device(args.device)
+    images = load_images(args.images, args.num_images) if method == "PR_NN" else None
     model = load_module_file(args.model, what="model")
     pruned, report = compress_model(model, method, recommendation, ratio=args.ratio, layer_ratios=layer_ratios,
                                     layer_indices=layer_indices, round_to=args.round_to,
-                                    trace_size=tuple(args.trace_size), report_sizes=sizes, device=device)
+                                    trace_size=tuple(args.trace_size), report_sizes=sizes, device=device,
+                                    images=images, target_macs=args.target_macs,
+                                    target_latency=args.target_latency, runtime=args.runtime, threads=args.threads,
+                                    latency_trials=args.latency_trials)
     report["model"] = os.path.abspath(args.model)
+    if images is not None:
+        report["images_dir"] = os.path.abspath(args.images)
     report["backend"] = "offline"
     return pruned, report
 
@@ -183,6 +293,11 @@ def run_netspresso(args, sizes):
     if _is_decomposition(args.method):
         raise CompressionError(f"{args.method} runs offline here: drop --backend netspresso")
     method = check_method(args.method)
+    if args.target_macs is not None or args.target_latency is not None:
+        raise CompressionError("--target-macs / --target-latency run offline only: drop --backend netspresso")
+    if method == "PR_NN":
+        raise CompressionError("PR_NN on NetsPresso needs a dataset upload, which this tool does not do: "
+                               "use --backend offline with --images DIR")
     recommendation = check_recommendation(method, args.recommendation)
     ratio = check_ratio(args.ratio)
     height, width = sizes[0]
@@ -222,6 +337,11 @@ def main(args):
           f"MACs@{first} {before['macs'][first] / 1e9:.2f}G -> {after['macs'][first] / 1e9:.2f}G"
           + (f", filters removed {report['ratio_achieved']:.3f}" if "ratio_achieved" in report else "")
           + (f", layers decomposed {report['decomposed_layers']}" if "decomposed_layers" in report else ""))
+    if "budget" in report:
+        budget = report["budget"]
+        detail = (f" ({budget['latency_ms']['after']:.2f} ms vs {budget['latency_ms']['before']:.2f} ms, "
+                  f"{budget['runtime']}, {budget['threads']} thread(s))" if budget["kind"] == "latency" else "")
+        print(f"budget: {budget['kind']} {budget['asked']} asked, {budget['achieved']:.4f} achieved{detail}")
     return 0
 
 

@@ -81,3 +81,25 @@ def test_bench_compress_smoke(repo_root, tmp_path, capsys):
     assert [r.split(" | ")[0] for r in rows[1:]] == ["| original", "| FD_TK vbmf 0", "| FD_TK vbmf 0.5",
                                                        "| FD_SVD vbmf 0"]
     assert (tmp_path / "work" / "FD_TK_vbmf_0.json").exists()
+
+
+@pytest.mark.slow
+def test_bench_compress_budget_smoke(repo_root, tmp_path, capsys):
+    import cv2
+    import numpy as np
+
+    from models.netspresso import export_pidnet
+
+    bench = _load(repo_root, "bench_compress_budget")
+    torch.manual_seed(0)
+    body, _ = export_pidnet(PIDNet(m=2, n=3, num_classes=19, planes=8, ppm_planes=16, head_planes=16).eval())
+    torch.save(body, tmp_path / "body.pt")
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "a.png"), np.random.default_rng(0).integers(0, 255, (64, 96, 3), np.uint8))
+    assert _main(bench, ["--model", str(tmp_path / "body.pt"), "--images", str(tmp_path / "images"),
+                         "--sizes", "64", "128", "--latency-size", "64", "128", "--threads", "1",
+                         "--runtimes", "eager", "--rounds", "1", "--min-run-time", "0.01",
+                         "--out-dir", str(tmp_path / "work")]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line]
+    assert [r.split(" | ")[0] for r in rows[1:]] == ["| uncompressed", "| PR_NN slamp 0.6", "| PR_L2 --target-macs 0.4"]
+    assert "(0.400x)" in rows[-1] or "(0.39" in rows[-1]
