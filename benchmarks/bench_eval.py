@@ -1,7 +1,7 @@
 """Evaluation throughput: the full pipeline vs the model alone (a benchmark, not a unit test).
 
 The full pipeline is ``utils.evaluate.evaluate`` (DataLoader over the Cityscapes-layout dataset,
-the inference backend of ``models/deploy.py``, upsampling to the label size, argmax, confusion
+the inference backend of ``models/deploy/``, upsampling to the label size, argmax, confusion
 matrix) over synthetic scenes. The model-only figure times the same backend on a tensor of the
 same size, batch 1. Target: pipeline images/s >= 0.9x model-only.
 
@@ -71,6 +71,8 @@ def main(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
     width, height = args.image_size
     torch.manual_seed(0)
     model = build_pidnet(f"pidnet_{args.variant}", 19, augment=False).eval()

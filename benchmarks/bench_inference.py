@@ -1,4 +1,4 @@
-"""Inference latency of every backend of ``models/deploy.py`` (a benchmark, not a unit test).
+"""Inference latency of every backend of ``models/deploy/`` (a benchmark, not a unit test).
 
 All (model, backend) pairs are prepared in one process and timed in alternation (one call of
 each per round, ``--runs`` rounds after ``--warmup``), so machine load affects them alike. The
@@ -11,6 +11,7 @@ Examples::
     python benchmarks/bench_inference.py                         # PIDNet-S, 1x3x512x1024, CPU
     python benchmarks/bench_inference.py --variants s m l --runs 10 --output benchmarks/inference.md
     python benchmarks/bench_inference.py --compressed output/compress/best_model_model.pt
+    python benchmarks/bench_inference.py --threads 1 --backends eager onnxruntime openvino
     python benchmarks/bench_inference.py --size 64 128 --runs 1 --warmup 0   # smoke run
 """
 import argparse
@@ -38,6 +39,7 @@ BACKEND_SETTINGS = {
     "fused": dict(backend="fused", channels_last=True),
     "fused_nchw": dict(backend="fused", channels_last=False),
     "onnxruntime": dict(backend="onnxruntime"),
+    "openvino": dict(backend="openvino"),
     "compile": dict(backend="compile", fallback=False),
 }
 
@@ -115,6 +117,8 @@ def build_models(args):
 def run_benchmark(models, backends, images, runs, warmup, threads=None):
     """Time every (model, backend) in alternation; returns a list of row dicts."""
     device = images.device
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
     entries = []
     for label, model in models:
         with torch.inference_mode():

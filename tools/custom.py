@@ -6,6 +6,7 @@ The official flags keep working (``--a --c --p --r --t``)::
     python tools/custom.py --arch pidnet-l --input street.jpg --overlay --label-ids
     python tools/custom.py --a pidnet-s --p output/.../best.pt --r drive.mp4 --overlay   # video -> video
     python tools/custom.py --netspresso --model output/.../compressed/best_model_model.pt --r samples/
+    python tools/custom.py --onnx pidnet_s_int8.onnx --runtime openvino --r samples/   # any ONNX export
 
 Preprocessing is the official one (BGR -> RGB, /255, ImageNet mean/std); the logits are
 upsampled to the input's size (bilinear, ``align_corners=True``) and argmax-ed; 19 classes use
@@ -104,6 +105,10 @@ def get_args_parser():
     parser.add_argument("--strict", action="store_true", help="fail on an unreadable image instead of skipping it")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (same-size images)")
+    parser.add_argument("--onnx", default=None, metavar="FILE",
+                        help="run an ONNX file (fp32, fp16 or int8, from tools/export_onnx.py or tools/quantize.py) "
+                             "instead of a checkpoint; its class count must be --c's (19 or 11)")
+    parser.add_argument("--runtime", default=None, help="with --onnx: onnxruntime (default) or openvino")
     parser.add_argument("--backend", default="eager",
                         help="inference backend of models/deploy.py: eager, fused, onnxruntime, compile, auto")
     return parser
@@ -223,14 +228,27 @@ def build_model(args):
     return model, f"{arch} ({num_classes} classes) from {checkpoint}"
 
 
-class Segmenter:
-    """images (NCHW, normalised) -> label maps at the input size, through the chosen backend."""
+def build_onnx_runner(args, device):
+    """The ``--onnx`` file as a runner, checked to be a segmenter for ``--c``'s class count."""
+    if args.netspresso or args.model or args.checkpoint or args.backend != "eager":
+        raise ModelError("--onnx FILE runs the file itself: drop --netspresso/--model/--p/--backend "
+                         "(choose the runtime with --runtime onnxruntime|openvino)")
+    from models.deploy import prepare_onnx_file
 
-    def __init__(self, model, device, backend="eager"):
-        self.model = model.to(device).eval()
+    num_classes = 19 if args.cityscapes else 11
+    runner = prepare_onnx_file(args.onnx, args.runtime or "onnxruntime", device, num_classes=num_classes)
+    return runner, f"ONNX file {args.onnx} ({runner.onnx_info.precision}, {runner.backend})"
+
+
+class Segmenter:
+    """images (NCHW, normalised) -> label maps at the input size, through the chosen backend
+    (or through ``runner``, an already prepared ``images -> logits`` callable)."""
+
+    def __init__(self, model, device, backend="eager", runner=None):
+        self.model = model.to(device).eval() if model is not None else None
         self.device = device
         self.backend = backend
-        self._run = None
+        self._run = runner
         self.num_classes = None
 
     def _prepare(self, example):
@@ -381,8 +399,14 @@ def main(args):
         raise DatasetError(f"--alpha must be between 0 and 1, got {args.alpha}")
     inputs = collect_inputs(args.input, args.ext)
     device = resolve_device(args.device)
-    model, description = build_model(args)
-    segmenter = Segmenter(model, device, args.backend)
+    if args.onnx:
+        runner, description = build_onnx_runner(args, device)
+        segmenter = Segmenter(None, device, runner=runner)
+    else:
+        if args.runtime:
+            raise ModelError(f"--runtime {args.runtime} is for --onnx FILE; a checkpoint takes --backend")
+        model, description = build_model(args)
+        segmenter = Segmenter(model, device, args.backend)
     out_dir = args.output or default_output_dir(args.input)
     os.makedirs(out_dir, exist_ok=True)
     logger.info("segmenting %d input(s) from %s with %s on %s -> %s",

@@ -20,6 +20,10 @@ Examples (from the repository root)::
     python tools/eval.py --cfg configs/cityscapes/pidnet_small_cityscapes.yaml \\
         TEST.MODEL_FILE best.pt --backend fused --device cpu
 
+    # an ONNX file (fp32, fp16 or int8 QDQ: tools/export_onnx.py, tools/quantize.py), onnxruntime or OpenVINO
+    python tools/eval.py --cfg configs/cityscapes/pidnet_small_cityscapes.yaml \\
+        --onnx pidnet_s_int8.onnx --runtime openvino --device cpu
+
     # a compressed NetsPresso model (+ its auxiliary head)
     python tools/eval.py --cfg configs/cityscapes/pidnet_small_cityscapes.yaml \\
         --netspresso --model output/compressed/best_model_model.pt --head output/compressed/best_model_head.pt
@@ -77,6 +81,11 @@ def get_args_parser():
                         help="evaluate a compressed NetsPresso/torch.fx model given by --model (and --head)")
     parser.add_argument("--model", default=None, help="with --netspresso: the compressed model file")
     parser.add_argument("--head", default=None, help="with --netspresso: the compressed auxiliary head file")
+    parser.add_argument("--onnx", default=None, metavar="FILE",
+                        help="evaluate an ONNX file (fp32, fp16 or int8; main logits, as tools/export_onnx.py "
+                             "and tools/quantize.py write them) instead of a checkpoint")
+    parser.add_argument("--runtime", default=None,
+                        help="with --onnx: onnxruntime (default) or openvino")
     return parser
 
 
@@ -90,7 +99,15 @@ def _default_output_dir(cfg, cfg_file):
 
 
 def build_model(cfg, args, device):
-    """The network to evaluate: PIDNet + TEST.MODEL_FILE, or a NetsPresso module (``--netspresso``)."""
+    """The network to evaluate: PIDNet + TEST.MODEL_FILE, a NetsPresso module (``--netspresso``), or
+    for ``--onnx`` a runner of the file (checked to be a segmenter for DATASET.NUM_CLASSES)."""
+    if args.onnx:
+        from models.deploy import prepare_onnx_file
+
+        runner = prepare_onnx_file(args.onnx, args.runtime or "onnxruntime", device,
+                                   num_classes=cfg.DATASET.NUM_CLASSES)
+        logger.info("evaluating the ONNX file %s: %r", args.onnx, runner)
+        return runner, args.onnx
     if args.netspresso:
         if not args.model:
             raise ConfigError("--netspresso needs --model FILE (the compressed model, e.g. best_model_model.pt)")
@@ -137,6 +154,8 @@ def build_runner(model, cfg, args, dataset, device):
     """``model`` as evaluate() gets it: itself (eager, all outputs) or a deploy runner that returns
     the output TEST.OUTPUT_INDEX only. Returns ``(model_fn, output_index)``, the index being that
     of the evaluated output in PIDNet's list (None for eager: evaluate() reports all)."""
+    if args.onnx:
+        return model, 1  # ONNX exports hold the main output only
     if args.backend == "eager":
         return model, None
     from models.deploy import prepare_inference
@@ -197,6 +216,11 @@ def main(args):
     cfg = load_config(args.cfg, args.opts)
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1 (got {args.batch_size})")
+    if args.onnx and (args.netspresso or args.backend != "eager"):
+        raise ConfigError("--onnx FILE runs the file itself: drop --netspresso/--backend "
+                          "(choose the runtime with --runtime onnxruntime|openvino)")
+    if args.runtime and not args.onnx:
+        raise ConfigError(f"--runtime {args.runtime} is for --onnx FILE; a checkpoint takes --backend")
     if args.netspresso and args.backend != "eager":
         raise ConfigError(f"--backend {args.backend} is for PIDNet checkpoints: evaluate --netspresso models "
                           "with --backend eager")

@@ -15,6 +15,8 @@ Examples::
     python models/speed/pidnet_speed.py --a pidnet-s --r 256 512 --warmup 2 --seconds 1
     python models/speed/pidnet_speed.py --model output/compress/best_model_model.pt --r 1024 2048
     python models/speed/pidnet_speed.py --a pidnet-s --p pretrained_models/cityscapes/PIDNet_S_Cityscapes_val.pt
+    python models/speed/pidnet_speed.py --onnx pidnet_s_int8.onnx --r 512 1024 --runtime openvino --threads 1
+    python models/speed/pidnet_speed.py --onnx pidnet_s.onnx --r 1024 2048 --device cuda --precision fp16  # TensorRT
 """
 import argparse
 import logging
@@ -41,12 +43,16 @@ def get_args_parser():
     parser.add_argument("--p", default="", help="optional weights (any checkpoint format) for --a")
     parser.add_argument("--model", default="",
                         help="time a whole-module file (NetsPresso/fx compressed model) instead of --a")
+    parser.add_argument("--onnx", default="",
+                        help="time an ONNX file (fp32, fp16 or int8, e.g. from tools/quantize.py) instead of --a")
+    parser.add_argument("--runtime", default=None, help="with --onnx: onnxruntime (default) or openvino")
     parser.add_argument("--output-index", type=int, default=1,
                         help="which output is the main logits when the model returns a list (PIDNet: 1)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     parser.add_argument("--backend", default="auto", choices=BACKENDS, help="inference backend")
     parser.add_argument("--precision", default="fp32", choices=sorted(PRECISIONS),
-                        help="autocast precision (eager/fused/compile)")
+                        help="autocast precision (eager/fused/compile); with --onnx, fp16 builds TensorRT "
+                             "fp16 kernels (CUDA)")
     parser.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory format")
     parser.add_argument("--cuda-graphs", action="store_true", help="replay the fused model as a CUDA graph")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch and ORT (0 = default)")
@@ -123,6 +129,17 @@ def build_speed_model(args):
     return model.eval()
 
 
+def build_onnx_runner(args, device):
+    """The ``--onnx`` file as a runner; the options of a PyTorch model do not apply to it."""
+    if args.model or args.p or args.backend != "auto" or args.cuda_graphs:
+        raise ConfigError("--onnx FILE is timed as it is: drop --model/--p/--backend/--cuda-graphs "
+                          "(choose the runtime with --runtime onnxruntime|openvino)")
+    from models.deploy import prepare_onnx_file
+
+    return prepare_onnx_file(args.onnx, args.runtime or "onnxruntime", device, threads=args.threads or None,
+                             precision=args.precision, output_index=args.output_index)
+
+
 def main(args):
     from utils.device import resolve_device
 
@@ -134,16 +151,24 @@ def main(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    model = build_speed_model(args)
+    if device.type == "cuda":
+        # As the official speed script: one fixed input size, so let cuDNN pick the fastest kernels.
+        torch.backends.cudnn.benchmark = True
     images = torch.randn(1, 3, height, width, device=device)
-
-    runner = prepare_inference(model, args.backend, device, images, output_index=args.output_index,
-                               precision=args.precision, channels_last=not args.no_channels_last,
-                               cuda_graphs=args.cuda_graphs, threads=args.threads or None)
-    name = os.path.basename(args.model) if args.model else args.a
+    if args.onnx:
+        model, runner = None, build_onnx_runner(args, device)
+        name = os.path.basename(args.onnx)
+    else:
+        if args.runtime:
+            raise ConfigError(f"--runtime {args.runtime} is for --onnx FILE; a model takes --backend")
+        model = build_speed_model(args)
+        runner = prepare_inference(model, args.backend, device, images, output_index=args.output_index,
+                                   precision=args.precision, channels_last=not args.no_channels_last,
+                                   cuda_graphs=args.cuda_graphs, threads=args.threads or None)
+        name = os.path.basename(args.model) if args.model else args.a
     print(f"model: {name} | input: 1x3x{height}x{width} | device: {device} | backend: {runner.backend} "
           f"({runner.details})")
-    if not args.no_check:
+    if model is not None and not args.no_check:
         with torch.inference_mode():
             reference = select_output(model.to(device)(images), args.output_index).float()
         diff = (runner(images).float() - reference).abs().max().item()

@@ -28,16 +28,16 @@ def test_bench_inference_smoke(repo_root, tmp_path, capsys):
     torch.save(torch.fx.symbolic_trace(net), compressed)
     table = tmp_path / "table.md"
     assert _main(bench, ["--size", "64", "96", "--runs", "1", "--warmup", "0", "--threads", "1",
-                         "--backends", "eager", "fused", "onnxruntime", "--compressed", str(compressed),
+                         "--backends", "eager", "fused", "onnxruntime", "openvino", "--compressed", str(compressed),
                          "--output", str(table)]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| PIDNet-S") or line.startswith("| compressed")]
-    assert len(rows) == 6
+    assert len(rows) == 8
     assert rows[0].startswith("| PIDNet-S | eager | 1x3x64x96 |") and "| 1.00x | 1.00x |" in rows[0]
     for row in rows:
         diff = float(re.search(r"\| ([\d.e+-]+) \([\d.e+-]+\) \|", row).group(1))
         assert diff < 1e-3, row  # conditioned random weights: every backend equals eager
-    assert table.read_text().count("\n| ") == 7  # header + 6 rows
+    assert table.read_text().count("\n| ") == 9  # header + 8 rows
 
 
 def test_bench_inference_bad_input(repo_root, capsys):

@@ -1,4 +1,4 @@
-"""Inference backends (models/deploy.py): every backend gives the eager logits."""
+"""Inference backends (models/deploy/): every backend gives the eager logits."""
 import copy
 import functools
 import os
@@ -8,7 +8,8 @@ import torch
 import torch.fx
 import torch.nn as nn
 
-from models import deploy
+from models.deploy import runners as deploy_runners
+from models.deploy import runtimes as deploy_runtimes
 from models.deploy import (BACKENDS, auto_candidates, count_batchnorms, export_onnx, find_conv_bn_pairs,
                            fold_batchnorm, prepare_inference, select_output)
 from models.pidnet import PIDNet
@@ -63,7 +64,7 @@ def test_fold_batchnorm_keeps_class_and_only_pre_activation_bns(structure):
 
 
 @pytest.mark.parametrize("structure,augment", [("s", False), ("l", True)])
-@pytest.mark.parametrize("backend", ["eager", "fused", "onnxruntime"])
+@pytest.mark.parametrize("backend", ["eager", "fused", "onnxruntime", "openvino"])
 def test_backend_equals_eager(structure, augment, backend, images):
     model = tiny_pidnet(structure, augment=augment)
     runner = prepare_inference(model, backend, "cpu", images["odd"])
@@ -76,7 +77,7 @@ def test_backend_equals_eager(structure, augment, backend, images):
         assert (got - expected).abs().max().item() < TOL
 
 
-@pytest.mark.parametrize("backend", ["fused", "onnxruntime"])
+@pytest.mark.parametrize("backend", ["fused", "onnxruntime", "openvino"])
 def test_graph_module_backends(backend, images):
     model = tiny_pidnet("s", augment=True)
     graph_module = torch.fx.symbolic_trace(model)
@@ -164,14 +165,30 @@ def test_compile_failure_is_clear_or_falls_back(monkeypatch, caplog, images):
 def test_auto_picks_an_available_backend(monkeypatch, images):
     model = tiny_pidnet("s")
     cpu = torch.device("cpu")
-    assert auto_candidates(cpu)[0] == "fused" and "onnxruntime" in auto_candidates(cpu)
+    assert auto_candidates(cpu) == ["fused", "onnxruntime", "openvino"]
+    exports = []
+    real_export = deploy_runners.export_onnx
+    monkeypatch.setattr(deploy_runners, "export_onnx", lambda *a, **k: exports.append(1) or real_export(*a, **k))
     runner = prepare_inference(model, "auto", cpu, images["odd"])
     assert runner.backend in auto_candidates(cpu)
+    assert len(exports) == 1, "onnxruntime and openvino are probed on one ONNX export"
     for batch in images.values():
         assert (runner(batch) - reference(model, batch)).abs().max().item() < TOL
-    monkeypatch.setattr(deploy, "onnxruntime_available", lambda: False)
+    monkeypatch.setattr(deploy_runtimes, "onnxruntime_available", lambda: False)
+    assert auto_candidates(cpu) == ["fused", "openvino"]
+    monkeypatch.setattr(deploy_runtimes, "openvino_available", lambda: False)
     assert auto_candidates(cpu) == ["fused"]
     assert prepare_inference(model, "auto", cpu, images["odd"]).backend == "fused"
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_openvino_honours_the_thread_count(threads, images):
+    runner = prepare_inference(tiny_pidnet("s"), "openvino", "cpu", images["odd"], threads=threads)
+    assert int(runner.compiled.get_property("INFERENCE_NUM_THREADS")) == threads
+    import openvino as ov
+
+    assert runner.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
+    assert f"threads={threads}" in runner.details
 
 
 def test_unavailable_or_unknown_backend_is_a_clear_error(monkeypatch, images):
@@ -186,9 +203,16 @@ def test_unavailable_or_unknown_backend_is_a_clear_error(monkeypatch, images):
         prepare_inference(model, "fused", "cpu", images["odd"], cuda_graphs=True)
     with pytest.raises(ModelError, match="example input size"):
         prepare_inference(model, "onnxruntime", "cpu", (0, 10))
-    monkeypatch.setattr(deploy, "onnxruntime_available", lambda: False)
+    with pytest.raises(ModelError, match="'openvino' runs fp32 only"):
+        prepare_inference(model, "openvino", "cpu", images["odd"], precision="bf16")
+    with pytest.raises(DeviceError, match="'openvino' runs on the CPU"):
+        prepare_inference(model, "openvino", torch.device("cuda"), images["odd"])
+    monkeypatch.setattr(deploy_runtimes, "onnxruntime_available", lambda: False)
     with pytest.raises(ModelError, match="pip install onnxruntime"):
         prepare_inference(model, "onnxruntime", "cpu", images["odd"])
+    monkeypatch.setattr(deploy_runtimes, "openvino_available", lambda: False)
+    with pytest.raises(ModelError, match="pip install openvino"):
+        prepare_inference(model, "openvino", "cpu", images["odd"])
     if not torch.cuda.is_available():
         with pytest.raises(DeviceError, match="CUDA is not available"):
             prepare_inference(model, "fused", "cuda", images["odd"])
@@ -261,3 +285,37 @@ def test_cuda_compile_and_onnxruntime_equal_eager():
     if "CUDAExecutionProvider" in ort.get_available_providers():
         runner = prepare_inference(model, "onnxruntime", "cuda", images)
         assert (runner(images) - expected).abs().max().item() < TOL
+
+
+@pytest.mark.gpu
+def test_deploy_leaves_the_cudnn_flags_to_the_caller():
+    model = tiny_pidnet("s")
+    images = torch.randn(1, 3, 64, 96, device="cuda")
+    previous = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = False
+        prepare_inference(model, "fused", "cuda", images)(images)
+        prepare_inference(model, "fused", "cuda", images, cuda_graphs=True)(images)
+        assert torch.backends.cudnn.benchmark is False
+    finally:
+        torch.backends.cudnn.benchmark = previous
+
+
+@pytest.mark.gpu
+def test_cuda_onnxruntime_fp16_needs_tensorrt():
+    import onnxruntime as ort
+
+    providers = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in providers:
+        pytest.skip("onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu)")
+    model = tiny_pidnet("s")
+    images = torch.randn(1, 3, 128, 192, device="cuda")
+    if "TensorrtExecutionProvider" not in providers:
+        with pytest.raises(DeviceError, match="needs its TensorRT execution provider"):
+            prepare_inference(model, "onnxruntime", "cuda", images, precision="fp16")
+        return
+    expected = reference(model.cuda(), images)
+    runner = prepare_inference(model, "onnxruntime", "cuda", images, precision="fp16")
+    assert runner.session.get_providers()[0] == "TensorrtExecutionProvider"
+    got = runner(images)
+    assert (got - expected).abs().mean().item() < 0.05 * expected.abs().mean().item()

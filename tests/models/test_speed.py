@@ -80,7 +80,7 @@ def test_main_auto_backend_with_calibration(speed, capsys):
                              "--calib-seconds", "0.05", "--seconds", "0.1", "--no-check"]) == 0
     out = capsys.readouterr().out
     backend = re.search(r"^backend: (\w+) \| iterations: (\d+)", out, re.M)
-    assert backend.group(1) in ("fused", "onnxruntime") and int(backend.group(2)) >= 1
+    assert backend.group(1) in ("fused", "onnxruntime", "openvino") and int(backend.group(2)) >= 1
 
 
 def test_main_times_a_whole_module_file(speed, tmp_path, capsys):
@@ -91,6 +91,40 @@ def test_main_times_a_whole_module_file(speed, tmp_path, capsys):
                              "onnxruntime", "--warmup", "0", "--iters", "1"]) == 0
     out = capsys.readouterr().out
     assert "model: best_model_model.pt" in out and "backend: onnxruntime" in out and "FPS:" in out
+
+
+@pytest.fixture(scope="module")
+def onnx_file(tmp_path_factory):
+    from models.deploy import export_onnx
+
+    net = PIDNet(m=2, n=3, num_classes=3, planes=8, ppm_planes=16, head_planes=16, augment=False).eval()
+    return export_onnx(net, tmp_path_factory.mktemp("onnx") / "tiny.onnx", torch.randn(1, 3, 64, 96))
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_main_times_an_onnx_file(speed, onnx_file, capsys, runtime):
+    assert _run_main(speed, ["--onnx", onnx_file, "--r", "64", "96", "--device", "cpu", "--runtime", runtime,
+                             "--threads", "1", "--warmup", "1", "--iters", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "model: tiny.onnx" in out and f"backend: {runtime}" in out and "threads=1" in out
+    latency, fps = re.search(r"latency: ([\d.]+) ms \| FPS: ([\d.]+)", out).groups()
+    assert float(fps) > 0 and float(latency) * float(fps) == pytest.approx(1000.0, rel=0.01)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--onnx", "missing.onnx"], "ONNX file not found: missing.onnx"),
+    (["--onnx", "ONNX", "--runtime", "tvm"], "unknown runtime 'tvm'"),
+    (["--onnx", "ONNX", "--backend", "fused"], "--onnx FILE is timed as it is"),
+    (["--onnx", "ONNX", "--precision", "fp16", "--device", "cpu"], "precision fp16 with onnxruntime needs TensorRT"),
+    (["--runtime", "openvino"], "--runtime openvino is for --onnx FILE"),
+])
+def test_bad_onnx_input_is_one_clear_line(speed, onnx_file, capsys, argv, message):
+    from utils.cli import run_main
+
+    argv = [onnx_file if a == "ONNX" else a for a in argv]
+    assert run_main(speed.main, speed.get_args_parser().parse_args(argv + ["--r", "64", "96"])) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and message in err[0], err
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -185,3 +185,57 @@ def test_fused_backend_matches_eager(tmp_path, checkpoint):
     eager = cv2.imread(str(tmp_path / "eager" / "x_label.png"), -1)
     fused = cv2.imread(str(tmp_path / "fused" / "x_label.png"), -1)
     assert (eager == fused).mean() > 0.99
+
+
+# ----------------------------------------------------------------------------- --onnx FILE
+
+@pytest.fixture(scope="module")
+def onnx_file(checkpoint, tmp_path_factory):
+    from models.deploy import export_onnx, fold_batchnorm
+
+    path = tmp_path_factory.mktemp("onnx") / "s19.onnx"
+    return export_onnx(fold_batchnorm(checkpoint[1]), path, torch.randn(1, 3, 64, 96))
+
+
+@pytest.mark.slow
+def test_onnx_file_writes_the_checkpoint_masks(tmp_path, checkpoint, onnx_file, capsys):
+    rng = np.random.default_rng(4)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    cv2.imwrite(str(inputs / "a.png"), rng.integers(0, 256, (100, 150, 3), dtype=np.uint8))
+    cv2.imwrite(str(inputs / "b.jpg"), rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    common = ["--r", str(inputs), "--device", "cpu", "--label-ids"]
+    assert run(["--a", "pidnet-s", "--p", checkpoint[0], "--o", str(tmp_path / "ckpt")] + common) == 0
+    for runtime in ("onnxruntime", "openvino"):
+        out = tmp_path / runtime
+        assert run(["--onnx", onnx_file, "--runtime", runtime, "--o", str(out)] + common) == 0
+        for stem in ("a", "b"):
+            expected = cv2.imread(str(tmp_path / "ckpt" / f"{stem}_label.png"), cv2.IMREAD_UNCHANGED)
+            got = cv2.imread(str(out / f"{stem}_label.png"), cv2.IMREAD_UNCHANGED)
+            assert len(np.unique(expected)) > 1 and got.shape == expected.shape
+            assert (got == expected).mean() > 0.999, (runtime, stem)
+            color = cv2.imread(str(out / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
+            np.testing.assert_array_equal(color[:, :, ::-1], palette_for(19)[got])
+    assert "segmented 2 image(s)" in capsys.readouterr().out
+
+
+def test_onnx_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, checkpoint, onnx_file):
+    cv2.imwrite(str(tmp_path / "x.png"), np.zeros((16, 16, 3), np.uint8))
+    out = tmp_path / "out"
+    base = ["--r", str(tmp_path / "x.png"), "--o", str(out), "--device", "cpu"]
+    from utils.errors import ModelError
+
+    with pytest.raises(ModelError, match="predicts 19 classes, but 11 are expected"):
+        run(["--onnx", onnx_file, "--c", "false"] + base)
+    with pytest.raises(CheckpointError, match="ONNX file not found"):
+        run(["--onnx", str(tmp_path / "missing.onnx")] + base)
+    (tmp_path / "bad.onnx").write_bytes(b"\x00\x01garbage" * 20)
+    with pytest.raises(CheckpointError, match="not a (readable|valid) ONNX model"):
+        run(["--onnx", str(tmp_path / "bad.onnx")] + base)
+    with pytest.raises(ModelError, match="unknown runtime 'tvm'"):
+        run(["--onnx", onnx_file, "--runtime", "tvm"] + base)
+    with pytest.raises(ModelError, match="--onnx FILE runs the file itself"):
+        run(["--onnx", onnx_file, "--p", checkpoint[0]] + base)
+    with pytest.raises(ModelError, match="--runtime openvino is for --onnx FILE"):
+        run(["--a", "pidnet-s", "--p", checkpoint[0], "--runtime", "openvino"] + base)
+    assert not out.exists()

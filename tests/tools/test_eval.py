@@ -270,3 +270,66 @@ def test_torchrun_two_processes_match_single_process(data_root, checkpoint, tmp_
     assert report["num_images"] == 3  # 2 + 1 images, none repeated
     assert report["mean_iou"] == pytest.approx(expected["mean_iou"], abs=1e-6)
     assert report["iou_list"] == pytest.approx(expected["iou"], abs=1e-6)
+
+
+# ----------------------------------------------------------------------------- --onnx FILE
+
+@pytest.fixture(scope="module")
+def onnx_file(checkpoint, tmp_path_factory):
+    from models.deploy import export_onnx, fold_batchnorm
+
+    _, model = checkpoint
+    path = tmp_path_factory.mktemp("onnx") / "pidnet_s.onnx"
+    return export_onnx(fold_batchnorm(model), path, torch.randn(1, 3, HEIGHT, WIDTH), output_index=1)
+
+
+@pytest.mark.slow
+def test_onnx_file_gives_the_eager_metrics(data_root, checkpoint, onnx_file, tmp_path, capsys):
+    eager_json = tmp_path / "eager.json"
+    assert run(base_args(data_root, "TEST.MODEL_FILE", checkpoint[0]) + ["--json", str(eager_json)]) == 0
+    eager = json.loads(eager_json.read_text())
+    assert eager["labelled_pixels"] > 0
+    for runtime in ("onnxruntime", "openvino"):
+        out = tmp_path / f"{runtime}.json"
+        assert run(base_args(data_root) + ["--onnx", onnx_file, "--runtime", runtime, "--json", str(out)]) == 0
+        report = json.loads(out.read_text())
+        assert report["mean_iou"] == pytest.approx(eager["mean_iou"], abs=1e-3), runtime
+        assert report["pixel_acc"] == pytest.approx(eager["pixel_acc"], abs=1e-3), runtime
+        assert report["model_file"] == onnx_file and report["output_index"] == 1
+        assert report["labelled_pixels"] == eager["labelled_pixels"]
+    assert "MeanIU:" in capsys.readouterr().out
+
+
+def _five_class_onnx(path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [5, 3, 1, 1], np.ones(15, np.float32))
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 5, "h", "w"])], [weight])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return str(path)
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--onnx", "MISSING"], "ONNX file not found"),
+    (["--onnx", "CORRUPT"], "is not a (readable|valid) ONNX model"),
+    (["--onnx", "FIVE"], "predicts 5 classes, but 19 are expected"),
+    (["--onnx", "FIVE", "--runtime", "tensorrt"], "unknown runtime 'tensorrt'"),
+    (["--onnx", "FIVE", "--backend", "fused"], "--onnx FILE runs the file itself"),
+    (["--runtime", "openvino"], "--runtime openvino is for --onnx FILE"),
+])
+def test_bad_onnx_input_is_one_clear_error_line(data_root, tmp_path, capsys, extra, message):
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x00\x01garbage" * 20)
+    files = {"MISSING": str(tmp_path / "missing.onnx"), "CORRUPT": str(corrupt),
+             "FIVE": _five_class_onnx(tmp_path / "five.onnx")}
+    extra = [files.get(e, e) for e in extra]
+    json_out = tmp_path / "metrics.json"
+    code = eval_tool.run_main(eval_tool.main, eval_tool.parse_args(base_args(data_root) + extra +
+                                                                   ["--json", str(json_out)]))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("error: ")
+    assert re.search(message, err[-1]), err[-1]
+    assert "Traceback" not in "\n".join(err) and not json_out.exists()
