@@ -44,3 +44,47 @@ def _few_threads():
     # CI has 2 cores; keep torch from oversubscribing when tests spawn processes.
     torch.set_num_threads(2)
     yield
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory):
+    """A narrow PIDNet (S structure, 19 classes) briefly trained on synthetic scenes, for the
+    quantization tests: random weights amplify any rounding, trained ones behave like real models.
+
+    Returns a dict: ``root`` (DATASET.ROOT of 12 train / 4 val 128x64 scenes), ``model``
+    (augment=False, eval mode), ``onnx`` (its BN-folded fp32 export) and ``images`` (the train
+    images, N x 3 x 64 x 128 float32).
+    """
+    import numpy as np
+    import torch.nn.functional as F
+
+    from datasets import build_dataset
+    from datasets.synthetic import generate
+    from models.deploy import export_onnx, fold_batchnorm
+    from models.pidnet import PIDNet
+
+    root = str(tmp_path_factory.mktemp("quant_data")) + os.sep
+    generate(root, num_train=12, num_val=4, size=(128, 64), seed=0, layouts=("cityscapes",))
+    dataset = build_dataset("cityscapes", root, "list/cityscapes/train.lst", num_classes=19, is_train=False)
+    samples = [dataset[i] for i in range(len(dataset))]
+    images = torch.stack([s[0] for s in samples])
+    labels = torch.stack([s[1] for s in samples])
+    torch.manual_seed(0)
+    model = PIDNet(m=2, n=3, planes=8, ppm_planes=16, head_planes=16, num_classes=19, augment=False)
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
+    model.train()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: one thread is fastest, and far faster on a busy box
+    for step in range(25):
+        batch = [(step * 4 + k) % len(images) for k in range(4)]
+        logits = F.interpolate(model(images[batch]), size=labels.shape[-2:], mode="bilinear", align_corners=False)
+        loss = F.cross_entropy(logits, labels[batch], ignore_index=255)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    torch.set_num_threads(threads)
+    model.eval()
+    path = str(tmp_path_factory.mktemp("quant_model") / "tiny_fp32.onnx")
+    export_onnx(fold_batchnorm(model), path, images[:1], output_index=1)
+    return {"root": root, "model": model, "onnx": path, "images": np.ascontiguousarray(images.numpy()),
+            "loss": float(loss.detach())}

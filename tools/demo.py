@@ -16,11 +16,13 @@ its output streamed here and saved to ``<workdir>/logs/NN_<step>.log``:
  5. compress  tools/compress.py         structured pruning, PR_L2 + SLAMP (``--ratio``)
  6. finetune  tools/train.py --netspresso  fine-tune the pruned model with its heads
  7. eval      tools/eval.py --netspresso   the compressed model
- 8. speed     models/speed/pidnet_speed.py  latency before/after (short runs)
- 9. custom    tools/custom.py           segment ``samples/`` with both models
+ 8. quantize  tools/quantize.py         int8 (onnxruntime QDQ) of both models, mIoU of each
+ 9. speed     models/speed/pidnet_speed.py  latency of every model made (short runs)
+10. custom    tools/custom.py           segment ``samples/`` with both models
 
 then writes ``report/index.html`` and ``report/report.md`` (curves, per-class IoU before and
-after compression, params/MACs/latency, example grids). A failing step stops the demo with one
+after compression, params/MACs/latency, accuracy vs latency of fp32 eager / fused / onnxruntime,
+pruned, int8 and pruned + int8 with the Pareto front, example grids). A failing step stops the demo with one
 line naming the step and its log. With a non-synthetic ``--cfg`` the data step is skipped and
 the config's ``DATASET.ROOT`` is used; ``--checkpoint`` skips training.
 """
@@ -48,7 +50,7 @@ logger = logging.getLogger("tools.demo")
 DEFAULT_CFG = "configs/synthetic/pidnet_small_synthetic.yaml"
 # --quick: a smoke run of every step on tiny inputs (the test suite's demo run).
 QUICK = dict(num_train=8, num_val=4, epochs=1, finetune_epochs=1, size=(128, 64), crop=(128, 64),
-             batch=4, ohem_keep=2000, speed_seconds=0.2)
+             batch=4, ohem_keep=2000, speed_seconds=0.2, calib_images=4, snr_images=2)
 
 
 class StepError(PIDNetError):
@@ -290,15 +292,34 @@ def run_steps(args, p, runner):
                                            "--save-pred", os.path.join(pred_dir, "compressed"), "--save-color"]
                + opts)
 
+    quant_dir = os.path.join(workdir, "quantized")
+    calib = ["--calib-images", str(QUICK["calib_images"] if args.quick else 100),
+             "--snr-images", str(QUICK["snr_images"] if args.quick else 8), "--device", "cpu", "--eval"]
+    for key, model_args, what in (("original", [], "the trained model"),
+                                  ("compressed", ["--netspresso", "--model", ft_model], "the compressed model")):
+        runner.run(f"quantize_{key}", f"Quantize {what} to int8 (onnxruntime QDQ, calibrated on the train set)",
+                   ["tools/quantize.py", "--cfg", args.cfg, "--output-dir", os.path.join(quant_dir, key),
+                    "--overwrite"] + model_args + calib + opts
+                   + (["TEST.MODEL_FILE", checkpoint] if key == "original" else []))
+    out["quant_dir"] = quant_dir
+
     speed = {}
-    for key, model_args in (("original", ["--a", cfg.MODEL.NAME, "--c", str(cfg.DATASET.NUM_CLASSES),
-                                          "--p", checkpoint]),
-                            ("compressed", ["--model", ft_model])):
-        text = runner.run(f"speed_{key}", f"Speed of the {key} model (batch 1, {height}x{width})",
-                          ["models/speed/pidnet_speed.py"] + model_args
-                          + ["--r", str(height), str(width), "--device", device, "--backend", "fused",
-                             "--warmup", "3", "--calib-seconds", str(min(1.0, p["speed_seconds"])),
-                             "--seconds", str(p["speed_seconds"])])
+    timing = ["--r", str(height), str(width), "--warmup", "3",
+              "--calib-seconds", str(min(1.0, p["speed_seconds"])), "--seconds", str(p["speed_seconds"])]
+    original = ["--a", cfg.MODEL.NAME, "--c", str(cfg.DATASET.NUM_CLASSES), "--p", checkpoint]
+    for key, model_args, what in (
+            ("original", original + ["--backend", "fused"], "the original model (fused)"),
+            ("compressed", ["--model", ft_model, "--backend", "fused"], "the compressed model (fused)"),
+            ("original_eager", original + ["--backend", "eager"], "the original model (eager PyTorch)"),
+            ("original_onnxruntime", original + ["--backend", "onnxruntime"], "the original model (onnxruntime)"),
+            ("original_int8", ["--onnx", os.path.join(quant_dir, "original", "model_int8.onnx")],
+             "the int8 model (onnxruntime)"),
+            ("compressed_int8", ["--onnx", os.path.join(quant_dir, "compressed", "model_int8.onnx")],
+             "the compressed int8 model (onnxruntime)")):
+        # int8 files run on the CPU (onnxruntime's CPU provider), also in a CUDA demo.
+        where = ["--device", "cpu" if "--onnx" in model_args else device]
+        text = runner.run(f"speed_{key}", f"Speed of {what} (batch 1, {height}x{width})",
+                          ["models/speed/pidnet_speed.py"] + model_args + timing + where)
         speed[key] = parse_speed(text)
     out["speed"] = speed
 
@@ -398,6 +419,24 @@ def model_stats(compress_report, speed):
     return stats
 
 
+def tradeoff_points(out, original, compressed, ratio):
+    """One accuracy-vs-latency point per model the demo made (latency from the speed steps,
+    mIoU from the evaluations; the fp32 backends share the trained model's mIoU, since they
+    give its logits to 1e-3)."""
+    speed = out["speed"]
+    quantized = {key: (_read_json(os.path.join(out["quant_dir"], key, "quantize_report.json")) or {}).get("eval", {})
+                 for key in ("original", "compressed")}
+    pruned = f"pruned {int(round(100 * ratio))}%"
+    rows = (("fp32 eager", "original_eager", (original or {}).get("mean_iou")),
+            ("fp32 fused", "original", (original or {}).get("mean_iou")),
+            ("fp32 onnxruntime", "original_onnxruntime", (original or {}).get("mean_iou")),
+            (pruned, "compressed", (compressed or {}).get("mean_iou")),
+            ("int8", "original_int8", quantized["original"].get("int8_miou")),
+            (f"{pruned} + int8", "compressed_int8", quantized["compressed"].get("int8_miou")))
+    return [{"label": label, "latency_ms": speed.get(key, {}).get("latency_ms"), "miou": miou}
+            for label, key, miou in rows]
+
+
 def write_report(args, p, out, runner, total_seconds):
     from utils.report import build_report, load_history, pick_series
     from utils.visualize import class_names_for
@@ -458,6 +497,11 @@ def write_report(args, p, out, runner, total_seconds):
     return build_report(args.report_dir, title="PIDNet toolkit demo", subtitle=subtitle, runs=runs,
                         class_names=class_names, curves=curves, samples=samples, gallery=gallery,
                         steps=[dict(step, log=_rel(step.get("log", ""))) for step in runner.steps], settings=settings, outputs=outputs, total_seconds=total_seconds,
+                        tradeoff=tradeoff_points(out, original, compressed, args.ratio),
+                        tradeoff_note=f"Latency: batch 1 at {height}x{width} on {device_text} (int8 on the CPU, "
+                                      "onnxruntime QDQ from tools/quantize.py), models/speed/pidnet_speed.py short "
+                                      "runs on this machine. mIoU: the val set; the three fp32 backends run the "
+                                      "same weights (logits equal to 1e-3) and share one mIoU.",
                         speed_note=f"Latency: batch 1 at {height}x{width}, {backend} backend on {device_text}, "
                                    "models/speed/pidnet_speed.py (short runs). Params/MACs: the inference "
                                    "network without auxiliary heads, from tools/compress.py.")
@@ -486,7 +530,7 @@ def main(args):
     args.report_dir = os.path.abspath(args.report_dir)
     print(f"PIDNet demo: config {_rel(args.cfg)}, device {args.device}, work folder {p['workdir']}"
           + (" (quick smoke run)" if args.quick else ""), flush=True)
-    total = 11 if p["synthetic"] else 10
+    total = 17 if p["synthetic"] else 16
     runner = (ReplayRunner if args.report_only else Runner)(os.path.join(p["workdir"], "logs"), total)
     out = run_steps(args, p, runner)
     print(f"\n[report] writing {args.report_dir}", flush=True)

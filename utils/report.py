@@ -446,8 +446,70 @@ def _md_iou_rows(runs, class_names):
 
 # --------------------------------------------------------------------------- builder
 
+def pareto_front(points):
+    """The points no other point beats on both latency (lower) and mIoU (higher), fastest first.
+
+    ``points``: dicts with ``latency_ms`` and ``miou``; points missing either are ignored.
+    """
+    usable = sorted((p for p in points if p.get("latency_ms") is not None and p.get("miou") is not None),
+                    key=lambda p: (p["latency_ms"], -p["miou"]))
+    front, best = [], float("-inf")
+    for point in usable:
+        if point["miou"] > best:
+            front.append(point)
+            best = point["miou"]
+    return front
+
+
+def plot_tradeoff(points, path, title="Accuracy vs latency"):
+    """Scatter of mIoU (%) against latency (ms), one labelled point per model, the Pareto front
+    drawn as a step line; returns ``path``, or None when fewer than two points have both values."""
+    usable = [p for p in points if p.get("latency_ms") is not None and p.get("miou") is not None]
+    if len(usable) < 2:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    front = pareto_front(usable)
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    on_front = {id(p) for p in front}
+    for point in usable:
+        star = id(point) in on_front
+        ax.scatter(point["latency_ms"], 100.0 * point["miou"], s=46 if star else 30, zorder=3,
+                   color="#2563eb" if star else "#94a3b8", edgecolors="#1e293b", linewidths=0.6)
+        ax.annotate(point["label"], (point["latency_ms"], 100.0 * point["miou"]), textcoords="offset points",
+                    xytext=(5, 4), fontsize=8)
+    xs = [p["latency_ms"] for p in front]
+    ys = [100.0 * p["miou"] for p in front]
+    ax.step(xs, ys, where="post", color="#2563eb", linewidth=1.4, alpha=0.8, label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_xlabel("latency (ms, batch 1, this machine; log scale)")
+    ax.set_ylabel("mIoU on val (%)")
+    ax.set_title(title, fontsize=11)
+    ax.grid(alpha=0.3, which="both")
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    ax.legend(frameon=False, fontsize=9, loc="best")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    atomic_write_bytes(buffer.getvalue(), path)
+    return path
+
+
+def tradeoff_rows(points):
+    """``[[model, latency, mIoU, on the front]]`` for the report tables."""
+    front = {id(p) for p in pareto_front(points)}
+    return [[p["label"], fmt_ms(p.get("latency_ms")), fmt_pct(p.get("miou"), 2), "yes" if id(p) in front else ""]
+            for p in points]
+
+
 def build_report(report_dir, *, title, runs, class_names, subtitle="", curves=None, samples=None,
-                 gallery=None, steps=None, settings=None, outputs=None, total_seconds=None, speed_note=""):
+                 gallery=None, steps=None, settings=None, outputs=None, total_seconds=None, speed_note="",
+                 tradeoff=None, tradeoff_note=""):
     """Write ``index.html``, ``report.md`` and ``img/`` into ``report_dir``; return the HTML path.
 
     Args:
@@ -460,6 +522,8 @@ def build_report(report_dir, *, title, runs, class_names, subtitle="", curves=No
         gallery: the same for custom-image outputs.
         steps: ``[{'name', 'status', 'seconds', 'log'}]``; settings: ``[(key, value)]``;
         outputs: ``[(label, path)]`` listed at the end.
+        tradeoff: ``[{'label', 'latency_ms', 'miou'}]``, one per model variant (fp32, int8,
+            pruned...): the accuracy-vs-latency chart with its Pareto front, and its table.
     """
     img_dir = os.path.join(report_dir, "img")
     os.makedirs(img_dir, exist_ok=True)
@@ -483,6 +547,7 @@ def build_report(report_dir, *, title, runs, class_names, subtitle="", curves=No
             saved.append(paths)
         return saved
 
+    tradeoff_path = plot_tradeoff(tradeoff or [], os.path.join(img_dir, "tradeoff.png"))
     sample_paths = save_rows(samples, "sample")
     gallery_paths = save_rows(gallery, "custom")
     cards = headline(runs, total_seconds)
@@ -498,6 +563,13 @@ def build_report(report_dir, *, title, runs, class_names, subtitle="", curves=No
         parts.append(f"<h2>Per-class IoU</h2>{_iou_table_html(runs, class_names)}")
     if runs:
         parts.append(f"<h2>Size, speed and accuracy</h2>{_stats_table_html(runs, speed_note)}")
+    if tradeoff:
+        figure = f'<figure><img src="{_data_uri(tradeoff_path)}" alt="accuracy vs latency"></figure>' \
+            if tradeoff_path else ""
+        rows = "".join("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in row) + "</tr>" for row in tradeoff_rows(tradeoff))
+        parts.append(f'<h2>Accuracy vs latency</h2><div class="plots">{figure}</div>'
+                     f"<table><tr><th>Model</th><th>Latency</th><th>mIoU</th><th>Pareto front</th></tr>{rows}</table>"
+                     f'<p class="sub">{_esc(tradeoff_note)}</p>')
     if samples:
         parts.append(f"<h2>Validation examples</h2>{_grid_html(samples, sample_paths)}")
     if gallery:
@@ -527,6 +599,13 @@ def build_report(report_dir, *, title, runs, class_names, subtitle="", curves=No
         md += ["", "## Size, speed and accuracy", "", _md_table(header, rows)]
         if speed_note:
             md += ["", speed_note]
+    if tradeoff:
+        md += ["", "## Accuracy vs latency", ""]
+        if tradeoff_path:
+            md += [f"![accuracy vs latency](img/{os.path.basename(tradeoff_path)})", ""]
+        md += [_md_table(["Model", "Latency", "mIoU", "Pareto front"], tradeoff_rows(tradeoff))]
+        if tradeoff_note:
+            md += ["", tradeoff_note]
     for heading, rows, paths in (("Validation examples", samples, sample_paths),
                                  ("Custom images (tools/custom.py)", gallery, gallery_paths)):
         if rows:

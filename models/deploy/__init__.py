@@ -10,6 +10,8 @@ returns a callable ``images -> main logits``. The package, one concept per modul
 ``runners``   the backends (eager, fused, onnxruntime, openvino, compile, auto), ``prepare_inference``
 ``onnx_file`` any PIDNet-like ONNX file (fp32/fp16/int8) checked and run (``prepare_onnx_file``)
 ``auto``      timing (``time_runner``) and the ``auto`` choice (``auto_candidates``)
+``quantize``  int8 (onnxruntime QDQ or NNCF) / fp16 ONNX files, per-layer sensitivity, mixed
+              precision (``tools/quantize.py``; imported on demand, not re-exported here)
 """
 from models.deploy.auto import auto_candidates, choose_fastest, time_runner
 from models.deploy.fold import count_batchnorms, find_conv_bn_pairs, fold_batchnorm

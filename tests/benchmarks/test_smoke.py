@@ -103,3 +103,17 @@ def test_bench_compress_budget_smoke(repo_root, tmp_path, capsys):
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line]
     assert [r.split(" | ")[0] for r in rows[1:]] == ["| uncompressed", "| PR_NN slamp 0.6", "| PR_L2 --target-macs 0.4"]
     assert "(0.400x)" in rows[-1] or "(0.39" in rows[-1]
+
+
+@pytest.mark.slow
+def test_bench_quantize_smoke(repo_root, tmp_path, capsys):
+    bench = _load(repo_root, "bench_quantize")
+    table = tmp_path / "table.md"
+    assert _main(bench, ["--size", "64", "128", "--runs", "1", "--warmup", "0", "--threads", "1", "--calib", "1",
+                         "--calib-images", "2", "--output", str(table)]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| PIDNet-S")]
+    assert len(rows) == 2 and rows[0].startswith("| PIDNet-S | fp32 eager | 1 |") and rows[0].endswith("| 1.00x |")
+    assert "| PIDNet-S | int8 QDQ (onnxruntime) | 1 |" in rows[1]
+    assert re.search(r"on 2 images at 64x128 .*: [\d.]+ s wall, [\d.]+ s CPU", out)
+    assert table.read_text().count("\n| PIDNet-S") == 2

@@ -53,6 +53,7 @@ def test_failing_step_stops_with_one_line_naming_step_and_log(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the subprocess's own limit: 17 steps on a shared 2-core box
 def test_quick_demo_writes_filled_report(tmp_path):
     report = tmp_path / "report"
     proc = run_demo(["--quick", "--workdir", str(tmp_path / "work"), "--report-dir", str(report)], timeout=900)
@@ -76,7 +77,15 @@ def test_quick_demo_writes_filled_report(tmp_path):
         assert len(cells) == 4 and "-" not in cells[1:3] and cells[3].endswith(("smaller", "faster")), row
     assert html.count('src="data:image/png;base64,') >= 2 + 2 * 4
     steps = json.loads((tmp_path / "work" / "logs" / "steps.json").read_text())
-    assert [s["status"] for s in steps] == ["ok"] * 11
+    assert [s["status"] for s in steps] == ["ok"] * 17
+    # Accuracy vs latency: all six models with a latency and an mIoU, and the chart.
+    assert (report / "img" / "tradeoff.png").stat().st_size > 200
+    section = md.split("## Accuracy vs latency", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| Model")]
+    assert [r.split("|")[1].strip() for r in rows] == ["fp32 eager", "fp32 fused", "fp32 onnxruntime", "pruned 50%",
+                                                       "int8", "pruned 50% + int8"]
+    assert all(" ms |" in r and "%" in r.split("|")[3] for r in rows), rows
+    assert any(r.rstrip().endswith("| yes |") for r in rows)
     # The report can be rebuilt from the run without running anything.
     os.remove(report / "index.html")
     proc = run_demo(["--quick", "--workdir", str(tmp_path / "work"), "--report-dir", str(report), "--report-only"],

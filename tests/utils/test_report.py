@@ -101,3 +101,18 @@ def test_history_newer_event_file_wins_for_repeated_steps(tmp_path):
         writer.close()
         os.utime(next((tmp_path / f"run{run}").iterdir()), (1000 + run, 1000 + run))
     assert load_history(str(tmp_path))["train_loss"] == [(0, 2.0), (1, 1.0), (2, 3.0)]
+
+
+def test_pareto_front_and_tradeoff_chart(tmp_path):
+    from utils.report import build_report, pareto_front
+
+    points = [{"label": "fp32", "latency_ms": 100.0, "miou": 0.30}, {"label": "fused", "latency_ms": 80.0, "miou": 0.30},
+              {"label": "int8", "latency_ms": 40.0, "miou": 0.295}, {"label": "slow", "latency_ms": 120.0, "miou": 0.20},
+              {"label": "pruned+int8", "latency_ms": 20.0, "miou": 0.25}, {"label": "no eval", "latency_ms": 5.0, "miou": None}]
+    assert [p["label"] for p in pareto_front(points)] == ["pruned+int8", "int8", "fused"]
+    build_report(str(tmp_path), title="t", runs=[], class_names=[], tradeoff=points, tradeoff_note="note")
+    assert (tmp_path / "img" / "tradeoff.png").stat().st_size > 1000
+    md = (tmp_path / "report.md").read_text()
+    assert "| int8 | 40.0 ms | 29.50% | yes |" in md and "| slow | 120.0 ms | 20.00% |  |" in md
+    assert "| no eval | 5.0 ms | - |  |" in md
+    assert "Accuracy vs latency" in (tmp_path / "index.html").read_text()
