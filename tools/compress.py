@@ -266,8 +266,33 @@ def run_offline(args, sizes):
     return pruned, report
 
 
+def dry_run_ranks(args, sizes):
+    """``--dry-run`` for FD_*: the rank of every layer and its MACs; nothing is decomposed."""
+    layer_ranks = recommend.load_layer_ranks(args.layer_ranks) if args.layer_ranks else None
+    method = decompose.check_method(args.method)
+    model = load_module_file(args.model, what="model")
+    ranks, vbmf_ranks = plan_lib.plan_ranks(model, method, args.recommendation, args.ratio, layer_ranks)
+    preview = plan_lib.preview_ranks(model, method, ranks, sizes[0], vbmf_ranks)
+    first = f"{sizes[0][0]}x{sizes[0][1]}"
+    print(f"{'layer':40s} {'rank':>12s} {'MACs@' + first:>22s}")
+    for name, row in preview["layers"].items():
+        if "ranks" in row:
+            note = f"  ({row['reason']})" if "reason" in row else ""
+            print(f"{name:40s} {str(row['ranks']):>12s} {row['macs'][0] / 1e6:>9.2f}M -> "
+                  f"{row['macs'][1] / 1e6:.2f}M{note}")
+    before, after = preview["macs"]
+    print(f"dry run: MACs@{first} {before / 1e9:.3f}G -> {after / 1e9:.3f}G, "
+          f"{preview['decomposed_layers']} layers decomposed (nothing written)")
+    return 0
+
+
 def dry_run(args, sizes):
     """Print what ``run_offline`` would do to each layer; prune and write nothing."""
+    if _is_decomposition(args.method):
+        return dry_run_ranks(args, sizes)
+    if args.target_macs is not None or args.target_latency is not None:
+        raise CompressionError("--dry-run previews a ratio or manual values; a budget is searched while "
+                               "compressing: drop --dry-run")
     layer_ratios = load_layer_ratios(args.layer_ratios) if args.layer_ratios else None
     layer_indices = load_layer_indices(args.indices) if args.indices else None
     method, recommendation, _, _ = plan_lib.check_request(args.method, args.recommendation, args.ratio,

@@ -130,8 +130,8 @@ def plan(analysis, method="PR_L2", recommendation=None, ratio=None, layer_ratios
     if method == "PR_ID":
         return recommend.indices_per_group(groups, all_groups, layer_indices)
     if method not in PREVIEW_METHODS or method.startswith("FD_"):
-        raise CompressionError(f"{method} has no channel plan: use plan_ranks for decomposition, "
-                               "or compress directly")
+        raise CompressionError(f"{method} has no channel preview (its plan is made while compressing): "
+                               "compress directly (drop --dry-run)")
     if recommendation == "slamp":
         counts = recommend.slamp_counts(groups, analysis.norms, ratio, round_to)
     else:

@@ -50,3 +50,17 @@ def test_dry_run_bad_ratio_is_one_line(tmp_path, capsys):
     atomic_save(body, tmp_path / "m.pt")
     code, io = _cli(["--model", str(tmp_path / "m.pt"), "--ratio", "2", "--dry-run", *FAST], capsys)
     assert code == 2 and io.err.strip().startswith("error:") and io.err.count("\n") == 1 and "(0, 1)" in io.err
+
+
+def test_dry_run_of_a_decomposition_prints_ranks(tmp_path, capsys):
+    pytest.importorskip("models.compression.decompose", reason="filter decomposition not merged")
+    torch.manual_seed(0)
+    body, _ = export_pidnet(PIDNet(m=2, n=3, planes=8, ppm_planes=16, head_planes=16, num_classes=5).eval())
+    atomic_save(body, tmp_path / "m.pt")
+    code, io = _cli(["--model", str(tmp_path / "m.pt"), "--method", "FD_SVD", "--ratio", "0.5", "--dry-run",
+                     *FAST], capsys)
+    assert code == 0, io.err
+    assert re.search(r"dry run: MACs@64x128 [\d.]+G -> [\d.]+G, \d+ layers decomposed", io.out)
+    assert sorted(os.listdir(tmp_path)) == ["m.pt"]
+    code, io = _cli(["--model", str(tmp_path / "m.pt"), "--target-macs", "0.5", "--dry-run", *FAST], capsys)
+    assert code == 2 and "drop --dry-run" in io.err
