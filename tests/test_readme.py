@@ -89,7 +89,7 @@ def test_readme_documents_every_tool():
     scripts = {script for script, _ in _tool_invocations()}
     for tool in ("tools/train.py", "tools/eval.py", "tools/custom.py", "tools/export_netspresso.py",
                  "tools/compress.py", "tools/export_onnx.py", "tools/make_synthetic.py",
-                 "tools/make_lists.py", "tools/demo.py", "models/speed/pidnet_speed.py"):
+                 "tools/make_lists.py", "tools/demo.py", "tools/quantize.py", "models/speed/pidnet_speed.py"):
         assert tool in scripts, f"README never runs {tool}"
 
 

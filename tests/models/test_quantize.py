@@ -79,6 +79,7 @@ def test_fp16_keeps_float32_io_and_accuracy(setup, tmp_path):
     assert q.logits_snr(path, evals, reference, threads=1) > FP16_MIN_SNR_DB
 
 
+@pytest.mark.slow
 def test_mixed_keeps_sensitive_layers_in_float_and_raises_snr(setup, tmp_path):
     fp32, calib, evals, reference = setup
     full = q.logits_snr(q.quantize_int8(fp32, tmp_path / "full.onnx", calib), evals, reference, threads=1)
