@@ -10,6 +10,8 @@
     python tools/compress.py --model model_modelfx.pt --method PR_L2 --recommendation manual \
         --layer-ratios ratios.json --output compressed_manual.pt
     python tools/compress.py --model model_modelfx.pt --method PR_ID --indices ids.json --output c.pt
+    # preview the per-layer plan (kept channels, MACs) without pruning or writing anything
+    python tools/compress.py --model model_modelfx.pt --method PR_L2 --ratio 0.6 --dry-run
     # nuclear norm of each filter's feature maps over 32 of your images (preprocessed as tools/custom.py)
     python tools/compress.py --model model_modelfx.pt --method PR_NN --images samples/ --ratio 0.6 \
         --output compressed_nn.pt
@@ -48,6 +50,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from models.checkpoint import load_module_file  # noqa: E402
 from models.compression import cloud  # noqa: E402
+from models.compression import plan as plan_lib  # noqa: E402
 from models.compression import decompose  # noqa: E402
 from models.compression.budget import RUNTIMES, check_budget, check_runtime, decompose_to_budget  # noqa: E402
 from models.compression.pruner import check_method, check_recommendation, compress_model  # noqa: E402
@@ -107,6 +110,8 @@ def get_args_parser():
     parser.add_argument("--report", default=None, help="JSON report path (default: <output>.json)")
     parser.add_argument("--backend", default="offline", help="offline (torch-pruning, here) or netspresso (cloud)")
     parser.add_argument("--device", default="cpu", help="device for tracing/pruning (auto, cpu, cuda)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the per-layer plan (kept channels, MACs at --input-size) and write nothing")
     return parser
 
 
@@ -269,6 +274,54 @@ def run_offline(args, sizes):
     return pruned, report
 
 
+def dry_run_ranks(args, sizes):
+    """``--dry-run`` for FD_*: the rank of every layer and its MACs; nothing is decomposed."""
+    layer_ranks = recommend.load_layer_ranks(args.layer_ranks) if args.layer_ranks else None
+    method = decompose.check_method(args.method)
+    model = load_module_file(args.model, what="model")
+    ranks, vbmf_ranks = plan_lib.plan_ranks(model, method, args.recommendation, args.ratio, layer_ranks)
+    preview = plan_lib.preview_ranks(model, method, ranks, sizes[0], vbmf_ranks)
+    first = f"{sizes[0][0]}x{sizes[0][1]}"
+    print(f"{'layer':40s} {'rank':>12s} {'MACs@' + first:>22s}")
+    for name, row in preview["layers"].items():
+        if "ranks" in row:
+            note = f"  ({row['reason']})" if "reason" in row else ""
+            print(f"{name:40s} {str(row['ranks']):>12s} {row['macs'][0] / 1e6:>9.2f}M -> "
+                  f"{row['macs'][1] / 1e6:.2f}M{note}")
+    before, after = preview["macs"]
+    print(f"dry run: MACs@{first} {before / 1e9:.3f}G -> {after / 1e9:.3f}G, "
+          f"{preview['decomposed_layers']} layers decomposed (nothing written)")
+    return 0
+
+
+def dry_run(args, sizes):
+    """Print what ``run_offline`` would do to each layer; prune and write nothing."""
+    if _is_decomposition(args.method):
+        return dry_run_ranks(args, sizes)
+    if args.target_macs is not None or args.target_latency is not None:
+        raise CompressionError("--dry-run previews a ratio or manual values; a budget is searched while "
+                               "compressing: drop --dry-run")
+    layer_ratios = load_layer_ratios(args.layer_ratios) if args.layer_ratios else None
+    layer_indices = load_layer_indices(args.indices) if args.indices else None
+    method, recommendation, _, _ = plan_lib.check_request(args.method, args.recommendation, args.ratio,
+                                                          layer_ratios, layer_indices, args.round_to)
+    model = load_module_file(args.model, what="model")
+    analysis = plan_lib.analyse(model, tuple(args.trace_size), resolve_device(args.device))
+    channel_plan = plan_lib.plan(analysis, method, recommendation, args.ratio, layer_ratios, layer_indices,
+                                 args.round_to)
+    preview = plan_lib.preview(analysis, channel_plan, sizes[0])
+    first = f"{sizes[0][0]}x{sizes[0][1]}"
+    print(f"{'layer':40s} {'in':>11s} {'out':>11s} {'MACs@' + first:>22s}")
+    for name, row in preview["layers"].items():
+        if "in" in row and (row["in"][0] != row["in"][1] or row["out"][0] != row["out"][1]):
+            print(f"{name:40s} {row['in'][0]:>4d} -> {row['in'][1]:<4d} {row['out'][0]:>4d} -> {row['out'][1]:<4d} "
+                  f"{row['macs'][0] / 1e6:>9.2f}M -> {row['macs'][1] / 1e6:.2f}M")
+    before, after = preview["macs"]
+    print(f"dry run: MACs@{first} {before / 1e9:.3f}G -> {after / 1e9:.3f}G, filters removed "
+          f"{preview['ratio_achieved']:.3f} (nothing written)")
+    return 0
+
+
 def run_netspresso(args, sizes):
     if _is_decomposition(args.method):
         raise CompressionError(f"{args.method} runs offline here: drop --backend netspresso")
@@ -306,6 +359,10 @@ def main(args):
     check_writable(args.output, "--output")
     check_writable(_report_path(args), "--report" if args.report else "--output")
     sizes = _sizes(args)
+    if args.dry_run:
+        if backend != "offline":
+            raise CompressionError("--dry-run plans offline: drop --backend netspresso")
+        return dry_run(args, sizes)
     pruned, report = runners[backend](args, sizes)
     report_path = _report_path(args)
     atomic_save(pruned, args.output)

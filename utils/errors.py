@@ -48,3 +48,8 @@ class NonFiniteLossError(TrainingError):
 class OutputError(PIDNetError):
     """An output location that cannot be written (a file in the way, no permission, a full disk)
     or that is in use / holds results a fresh run would overwrite."""
+
+
+class ConsoleError(PIDNetError):
+    """A console request the user can fix: a path outside the work directory, a refused or
+    oversized upload, a port in use, no model loaded yet, a busy job queue."""

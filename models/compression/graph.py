@@ -172,6 +172,30 @@ def full_group(graph, group):
     return graph.get_pruning_group(group.module, tp.prune_conv_out_channels, list(range(group.module.out_channels)))
 
 
+def removed_channels(graph, group, idxs):
+    """``{conv name: (input channels removed, output channels removed)}`` if ``idxs`` of ``group`` went.
+
+    Reads the same torch-pruning group :func:`prune_group` would apply, so a preview matches
+    the pruned model (concatenations and grouped convolutions included); nothing changes.
+    """
+    if not idxs:
+        return {}
+    removed = {}
+    pruning = graph.get_pruning_group(group.module, tp.prune_conv_out_channels, sorted(int(i) for i in idxs))
+    for dep, dep_idxs in pruning:
+        target = dep.target.module
+        if not isinstance(target, _CONV):
+            continue
+        name = _conv_name(graph, target)
+        n_in, n_out = removed.get(name, (0, 0))
+        if graph.is_out_channel_pruning_fn(dep.handler):
+            n_out += len(dep_idxs)
+        elif graph.is_in_channel_pruning_fn(dep.handler):
+            n_in += len(dep_idxs)
+        removed[name] = (n_in, n_out)
+    return removed
+
+
 def prune_group(graph, group, idxs):
     """Remove channels ``idxs`` (root-conv numbering) from every coupled layer."""
     if not idxs:

@@ -118,6 +118,7 @@ def manual_counts(groups, all_groups, layer_ratios, round_to=1):
     """Per-group removal counts from per-layer ratios; coupled layers must agree."""
     chosen = {}
     for name, ratio in layer_ratios.items():
+        ratio = check_ratio(ratio, f"ratio of layer '{name}'")
         gi = _resolve(groups, all_groups, name, "layer ratios")
         if gi in chosen and not math.isclose(chosen[gi][1], ratio):
             raise CompressionError(f"layer ratios: '{name}' ({ratio}) and '{chosen[gi][0]}' ({chosen[gi][1]}) "

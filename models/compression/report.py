@@ -23,21 +23,24 @@ def _conv_macs(module, output):
     return output.numel() * (module.in_channels // module.groups) * kernel
 
 
-def count_macs(model, input_size, batch=1):
-    """Multiply-accumulates of one forward pass at ``input_size`` = (height, width)."""
+def layer_macs(model, input_size, batch=1):
+    """``{module name: multiply-accumulates}`` of every convolution and linear layer at ``input_size``.
+
+    A module called several times (shared weights) sums its calls.
+    """
     was_training = model.training
     model.eval()
     device = next(iter(model.parameters()), torch.empty(0)).device
-    total = [0]
+    names = {m: name for name, m in model.named_modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))}
+    macs = dict.fromkeys(names.values(), 0)
 
     def hook(module, _inputs, output):
         if isinstance(module, nn.modules.conv._ConvNd):
-            total[0] += _conv_macs(module, output)
-        elif isinstance(module, nn.Linear):
-            total[0] += output.numel() * module.in_features
+            macs[names[module]] += _conv_macs(module, output)
+        else:
+            macs[names[module]] += output.numel() * module.in_features
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+    handles = [m.register_forward_hook(hook) for m in names]
     try:
         with torch.inference_mode():
             model(torch.zeros(batch, 3, int(input_size[0]), int(input_size[1]), device=device))
@@ -45,7 +48,12 @@ def count_macs(model, input_size, batch=1):
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    return int(total[0])
+    return {name: int(value) for name, value in macs.items()}
+
+
+def count_macs(model, input_size, batch=1):
+    """Multiply-accumulates of one forward pass at ``input_size`` = (height, width)."""
+    return int(sum(layer_macs(model, input_size, batch).values()))
 
 
 def conv_channels(model):

@@ -1,0 +1,42 @@
+import os
+
+import pytest
+import torch
+
+from models.netspresso import export_pidnet
+from models.pidnet import PIDNet
+from utils.io import atomic_save
+
+TINY = dict(m=2, n=3, planes=8, ppm_planes=16, head_planes=16, num_classes=5)
+SIZE = [64, 128]
+
+
+@pytest.fixture(autouse=True)
+def _tiny_models_one_thread(one_thread):
+    yield
+
+
+@pytest.fixture(scope="module")
+def tiny_export():
+    torch.manual_seed(0)
+    return export_pidnet(PIDNet(**TINY).eval())
+
+
+@pytest.fixture
+def workdir(tmp_path, tiny_export):
+    """A work directory with an exported tiny body + head in tiny/."""
+    body, head = tiny_export
+    root = tmp_path / "work"
+    atomic_save(body, root / "tiny" / "model_modelfx.pt")
+    atomic_save(head, root / "tiny" / "model_headfx.pt")
+    return root
+
+
+def snapshot(root):
+    """Every file under ``root`` with its size and mtime: 'unchanged' means equal snapshots."""
+    out = {}
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            out[os.path.relpath(path, root)] = (os.path.getsize(path), os.path.getmtime(path))
+    return out

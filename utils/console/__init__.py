@@ -1,0 +1,13 @@
+"""The local compression console (``tools/console.py``): NetsPresso's web GUI, offline.
+
+* :mod:`utils.console.workspace` - every path the console reads or writes, kept inside one
+  work directory; uploads with a size limit and pickle refusal;
+* :mod:`utils.console.jobs` - one background job at a time, a queue, cancel;
+* :mod:`utils.console.catalog` - methods, recommendations, runtimes and quantization options,
+  discovered from the compression / deploy modules;
+* :mod:`utils.console.actions` - what each button does, calling the CLI tools' functions;
+* :mod:`utils.console.app` - the FastAPI routes and the static page (``static/``).
+
+Needs ``requirements-console.txt`` (FastAPI, uvicorn, python-multipart); the rest of the
+toolkit does not import this package.
+"""

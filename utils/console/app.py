@@ -1,0 +1,217 @@
+"""The console's HTTP routes (FastAPI) and the one static page they serve.
+
+Every route answers an expected problem with status 400 and ``{"error": "<one line>"}``, which
+the page shows as it is. The console is single-user: it holds one loaded model and its channel
+analysis, so previews are instant, while compression runs in the job queue on a fresh load of
+the same file, exactly as ``tools/compress.py`` would.
+"""
+import contextlib
+import logging
+import os
+import threading
+
+from fastapi import FastAPI, File, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from utils.cli import one_line
+from utils.console import actions
+from utils.console.catalog import catalog, method_module, quantization, runtimes
+from utils.console.jobs import JobQueue
+from utils.console.workspace import Workspace
+from utils.errors import ConsoleError, PIDNetError
+
+logger = logging.getLogger(__name__)
+
+STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+
+
+class ModelRequest(BaseModel):
+    model: str
+    config: str = ""
+    head: str | None = None
+    input_size: list[int] | None = Field(default=None, min_length=2, max_length=2)
+
+
+class CompressRequest(BaseModel):
+    method: str
+    recommendation: str = ""
+    ratio: float | None = None
+    round_to: int = 1
+    manual: dict[str, str | float | int] = {}
+    input_size: list[int] | None = Field(default=None, min_length=2, max_length=2)
+    runtime: str = "eager"
+    budget: str = ""
+    budget_value: float | None = None
+
+    def request(self):
+        return actions.Request(self.method, self.recommendation, self.ratio, self.round_to,
+                               {k: str(v) for k, v in self.manual.items()}, self.budget, self.budget_value)
+
+
+class QuantizeRequest(BaseModel):
+    run: str
+    calib_dir: str
+    precision: str = "int8"
+    engine: str = "onnxruntime"
+    input_size: list[int] | None = Field(default=None, min_length=2, max_length=2)
+
+
+class Console:
+    """State of one console: the workspace, the job queue and the loaded model."""
+
+    def __init__(self, workspace):
+        self.workspace = workspace
+        self.jobs = JobQueue()
+        self.lock = threading.Lock()
+        self.source = None
+        self.analysis = None
+        self.input_size = None
+        self.table = None
+
+    def load(self, body):
+        from models.compression.plan import analyse
+
+        source = actions.Source(body.model, body.config or "",
+                                actions.head_for(self.workspace, body.model) if body.head is None else body.head)
+        model, _, default_size, _ = actions.load_source(self.workspace, source)
+        size = actions._input_size(body.input_size or default_size)
+        analysis = analyse(model, actions.trace_size_for(size), "cpu")
+        table = actions.layer_table(analysis, size)
+        with self.lock:
+            self.source, self.analysis, self.input_size, self.table = source, analysis, size, table
+        return {"source": source.__dict__, **table}
+
+    def loaded(self):
+        """``(source, analysis, input size, per-layer MACs)`` of the loaded model, consistently."""
+        with self.lock:
+            if self.analysis is None:
+                raise ConsoleError("no model loaded: pick a model and press Load first")
+            macs = {row["name"]: row["macs"] for row in self.table["layers"]}
+            return self.source, self.analysis, self.input_size, macs
+
+    def preview(self, body):
+        source, analysis, size, macs = self.loaded()
+        method_module(body.method)
+        if body.input_size and actions._input_size(body.input_size) != size:
+            raise ConsoleError(f"the table was computed at {size[0]}x{size[1]}: press Load again to change the size")
+        return actions.preview(analysis, body.request(), size, macs)
+
+    def compress(self, body):
+        source, analysis, size, macs = self.loaded()
+        if body.runtime not in runtimes():
+            raise ConsoleError(f"unknown runtime '{body.runtime}': use one of {', '.join(runtimes())}")
+        request = body.request()
+        _, meta = method_module(request.method)
+        request.kwargs(meta)
+        if meta["preview"] and not request.budget:
+            actions.preview(analysis, request, size, macs)  # refuse a bad request now, not in the job
+        job = self.jobs.submit("compress", f"{request.method} on {source.model}",
+                               lambda job: actions.run_compress(job, self.workspace, source, request, size,
+                                                                body.runtime))
+        return job.snapshot()
+
+
+    def quantize(self, body):
+        options = quantization()
+        if options is None or not actions.quantize_available():
+            raise ConsoleError("quantization is not available in this toolkit (no models/deploy/quantize.py)")
+        for key, value in (("precisions", body.precision), ("engines", body.engine)):
+            if value not in options.get(key, [value]):
+                raise ConsoleError(f"unknown {key[:-1]} '{value}': use one of {', '.join(options[key])}")
+        self.workspace.path(f"{body.run}/compressed.pt")
+        self.workspace.folder(body.calib_dir)
+        size = actions._input_size(body.input_size or self.loaded()[2])
+        job = self.jobs.submit("quantize", f"{body.precision} of {body.run}",
+                               lambda job: actions.run_quantize(job, self.workspace, body.run, body.calib_dir, size,
+                                                                body.precision, body.engine))
+        return job.snapshot()
+
+
+def create_app(workdir, allow_pickle_uploads=False, max_upload_mb=512):
+    """The FastAPI application of a console over ``workdir``; ``app.state.console`` holds its state."""
+    workspace = Workspace(workdir, allow_pickle_uploads, max_upload_mb)
+    console = Console(workspace)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        yield
+        console.jobs.close()
+
+    app = FastAPI(title="PIDNet compression console", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.state.console = console
+
+    @app.exception_handler(PIDNetError)
+    async def _expected(_request, exc):
+        return JSONResponse({"error": one_line(exc)}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request, exc):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())[1:])
+        return JSONResponse({"error": f"bad request field {where or '?'}: {first.get('msg', 'invalid')}"},
+                            status_code=400)
+
+    @app.get("/")
+    def index():
+        return FileResponse(os.path.join(STATIC, "index.html"))
+
+    @app.get("/api/catalog")
+    def get_catalog():
+        return {**catalog(), "max_upload_mb": workspace.max_upload_bytes >> 20,
+                "allow_pickle_uploads": workspace.allow_pickle_uploads}
+
+    @app.get("/api/files")
+    def files():
+        listing = workspace.listing()
+        listing["configs"] += [{"name": name} for name in actions.builtin_configs()]
+        return listing
+
+    @app.post("/api/upload")
+    def upload(file: UploadFile = File(...)):
+        def check(path, kind):
+            if kind == "config":
+                from configs.default import load_config
+
+                load_config(path)
+
+        name = workspace.save_upload(file.filename, file.file, check)
+        return {"name": name}
+
+    @app.post("/api/model")
+    def load_model(body: ModelRequest):
+        return console.load(body)
+
+    @app.post("/api/preview")
+    def preview(body: CompressRequest):
+        return console.preview(body)
+
+    @app.post("/api/jobs/compress")
+    def compress(body: CompressRequest):
+        return console.compress(body)
+
+    @app.post("/api/jobs/quantize")
+    def quantize(body: QuantizeRequest):
+        return console.quantize(body)
+
+    @app.get("/api/jobs")
+    def jobs():
+        return {"jobs": console.jobs.jobs()}
+
+    @app.get("/api/jobs/{job_id}")
+    def job(job_id: str):
+        return console.jobs.get(job_id).snapshot()
+
+    @app.post("/api/jobs/{job_id}/cancel")
+    def cancel(job_id: str):
+        return console.jobs.cancel(job_id).snapshot()
+
+    @app.get("/api/download/{name:path}")
+    def download(name: str):
+        path = workspace.path(name)
+        return FileResponse(path, filename=os.path.basename(path))
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
