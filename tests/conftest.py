@@ -49,6 +49,26 @@ def _few_threads():
 
 
 @pytest.fixture(autouse=True)
+def _restore_root_logging():
+    """Tools call setup_logging(), which binds a handler to the sys.stderr of that moment (a test's
+    capture stream, closed when the test ends); put the root logger back so that no later test
+    writes into a closed stream ("--- Logging error ---") because of the order tests ran in."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()  # a FileHandler's log file; a StreamHandler leaves its stream open
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
 def _seeded():
     """Every test starts from the same random state, whatever ran before it in this process.
 
