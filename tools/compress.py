@@ -278,7 +278,8 @@ def dry_run_ranks(args, sizes):
     """``--dry-run`` for FD_*: the rank of every layer and its MACs; nothing is decomposed."""
     layer_ranks = recommend.load_layer_ranks(args.layer_ranks) if args.layer_ranks else None
     method = decompose.check_method(args.method)
-    model = load_module_file(args.model, what="model")
+    model = load_module_file(args.model, what="model", state_dict_hint=_EXPORT_HINT)
+    check_body(model, args.model)
     ranks, vbmf_ranks = plan_lib.plan_ranks(model, method, args.recommendation, args.ratio, layer_ranks)
     preview = plan_lib.preview_ranks(model, method, ranks, sizes[0], vbmf_ranks)
     first = f"{sizes[0][0]}x{sizes[0][1]}"
@@ -305,7 +306,8 @@ def dry_run(args, sizes):
     layer_indices = load_layer_indices(args.indices) if args.indices else None
     method, recommendation, _, _ = plan_lib.check_request(args.method, args.recommendation, args.ratio,
                                                           layer_ratios, layer_indices, args.round_to)
-    model = load_module_file(args.model, what="model")
+    model = load_module_file(args.model, what="model", state_dict_hint=_EXPORT_HINT)
+    check_body(model, args.model)
     analysis = plan_lib.analyse(model, tuple(args.trace_size), resolve_device(args.device))
     channel_plan = plan_lib.plan(analysis, method, recommendation, args.ratio, layer_ratios, layer_indices,
                                  args.round_to)

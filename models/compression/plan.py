@@ -15,7 +15,7 @@ import torch
 
 from models.compression import graph as graph_lib
 from models.compression import importance, recommend, report
-from models.compression.pruner import check_method, check_recommendation
+from models.compression import pruner
 from utils.errors import CompressionError
 
 logger = logging.getLogger(__name__)
@@ -103,21 +103,8 @@ def analyse(model, trace_size=(256, 256), device="cpu"):
 
 def check_request(method, recommendation=None, ratio=None, layer_ratios=None, layer_indices=None, round_to=1):
     """Validate a pruning request as compress_model does; returns ``(method, recommendation, ratio, round_to)``."""
-    method = check_method(method)
-    recommendation = check_recommendation(method, recommendation)
-    try:
-        round_to = int(round_to)
-    except (TypeError, ValueError):
-        raise CompressionError(f"--round-to must be a positive integer, got {round_to!r}") from None
-    if round_to < 1:
-        raise CompressionError(f"--round-to must be a positive integer, got {round_to}")
-    if recommendation == "slamp":
-        ratio = recommend.check_ratio(ratio)
-    elif method == "PR_ID" and not layer_indices:
-        raise CompressionError("PR_ID needs channel indices: pass --indices FILE ({\"layer\": [0, 3, ...]})")
-    elif method != "PR_ID" and not layer_ratios:
-        raise CompressionError("manual compression needs per-layer ratios: pass --layer-ratios FILE "
-                               "({\"layer\": 0.5, ...}) or use --recommendation slamp --ratio R")
+    method, recommendation, ratio, round_to, _ = pruner.check_request(method, recommendation, ratio, layer_ratios,
+                                                                      layer_indices, round_to)
     return method, recommendation, ratio, round_to
 
 

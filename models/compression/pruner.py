@@ -63,12 +63,18 @@ def _shapes(model, example):
         return [tuple(o.shape) for o in _outputs(model(example))]
 
 
-def _check_request(method, recommendation, ratio, layer_ratios, layer_indices, round_to, images,
-                   target_macs, target_latency, runtime):
-    """Validate everything before any work; returns the normalised request."""
+def check_request(method, recommendation=None, ratio=None, layer_ratios=None, layer_indices=None, round_to=1,
+                  images=None, target_macs=None, target_latency=None, runtime=None):
+    """Validate a pruning request before any work (the CLI, the planner and the console share it).
+
+    Returns ``(method, recommendation, ratio, round_to, budget)``, normalised.
+    """
     method = check_method(method)
     recommendation = check_recommendation(method, recommendation)
-    round_to = int(round_to)
+    try:
+        round_to = int(round_to)
+    except (TypeError, ValueError):
+        raise CompressionError(f"--round-to must be a positive integer, got {round_to!r}") from None
     if round_to < 1:
         raise CompressionError(f"--round-to must be a positive integer, got {round_to}")
     budget = None
@@ -173,7 +179,7 @@ def compress_model(model, method="PR_L2", recommendation=None, ratio=None, layer
         CompressionError: bad method/ratio/budget/layer names, nothing prunable, an unreachable
             budget, or an untraceable model.
     """
-    method, recommendation, ratio, round_to, budget = _check_request(
+    method, recommendation, ratio, round_to, budget = check_request(
         method, recommendation, ratio, layer_ratios, layer_indices, round_to, images, target_macs,
         target_latency, runtime)
 

@@ -225,26 +225,6 @@ def test_stop_epoch_ends_early_on_the_full_lr_schedule(work, tmp_path):
     assert os.path.exists(os.path.join(out, EXP, "final_model_model.pt"))
 
 
-@pytest.fixture
-def in_process(monkeypatch):
-    """Run tools/train.py's main in this process (fast), restoring the logging it configures."""
-    import logging
-
-    from tools.train import main, parse_args
-    from utils.cli import run_main
-
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "PIDNET_TEST_FAULT"):
-        monkeypatch.delenv(name, raising=False)
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield lambda argv: run_main(main, parse_args(argv))
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in handlers:
-        root.addHandler(handler)
-    root.setLevel(level)
-
-
 @pytest.mark.parametrize("extra, message", [
     (["TRAIN.BATCH_SIZE_PER_GPU", "8"], "too few for one batch of TRAIN.BATCH_SIZE_PER_GPU 8"),
     (["TRAIN.BATCH_SIZE_PER_GPU", "1"], "TRAIN.BATCH_SIZE_PER_GPU 1"),

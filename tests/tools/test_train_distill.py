@@ -171,25 +171,6 @@ def test_teacher_without_netspresso_trains_pidnet_s(work):
     assert os.path.exists(os.path.join(out, EXP, "final_state.pt"))
 
 
-@pytest.fixture
-def in_process(monkeypatch):
-    import logging
-
-    from tools.train import main, parse_args
-    from utils.cli import run_main
-
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "PIDNET_TEST_FAULT"):
-        monkeypatch.delenv(name, raising=False)
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield lambda argv: run_main(main, parse_args(argv))
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in handlers:
-        root.addHandler(handler)
-    root.setLevel(level)
-
-
 @pytest.mark.parametrize("teacher, kd, message", [
     ("teacher_11.pt", [], "has 11 classes, the config has 19"),
     ("missing.pt", [], "--teacher file not found"),

@@ -59,23 +59,9 @@ def test_fresh_run_into_a_previous_run_is_refused(previous_run):
 
 
 @pytest.fixture
-def in_process(monkeypatch):
-    """tools/train.py's main in this process (no process start), restoring the logging it configures."""
-    import logging
-
-    from tools.train import main, parse_args
-    from utils.cli import run_main
-
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "PIDNET_TEST_FAULT"):
-        monkeypatch.delenv(name, raising=False)
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield lambda argv: run_main(main, parse_args(["--cfg", CFG, "--device", "cpu", "--no-progress", *argv]))
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in handlers:
-        root.addHandler(handler)
-    root.setLevel(level)
+def in_process(in_process):
+    """tools/train.py's main in this process with the test config, CPU and no progress bars."""
+    return lambda argv: in_process(["--cfg", CFG, "--device", "cpu", "--no-progress", *argv])
 
 
 def test_second_run_into_a_locked_output_dir_is_refused(tmp_path, in_process, capsys):
