@@ -160,6 +160,12 @@ def plot_curves(series, path, title, ylabel, xlabel="epoch"):
         ax.spines[side].set_visible(False)
     if len(series) > 1:
         ax.legend(frameon=False, fontsize=9)
+    return _save_figure(fig, path)
+
+
+def _save_figure(fig, path):
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
@@ -492,12 +498,7 @@ def plot_tradeoff(points, path, title="Accuracy vs latency"):
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     ax.legend(frameon=False, fontsize=9, loc="best")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    atomic_write_bytes(buffer.getvalue(), path)
-    return path
+    return _save_figure(fig, path)
 
 
 def tradeoff_rows(points):
