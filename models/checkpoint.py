@@ -25,6 +25,7 @@ import re
 import torch
 import torch.nn as nn
 
+from utils.cli import first_line
 from utils.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def read_checkpoint(path, map_location="cpu", module_hint=MODULE_HINT):
         raise CheckpointError(f"{path} is not a weights file: it contains {what}. "
                               "Pass a .pt/.pth/.pth.tar state dict or checkpoint") from None
     except Exception as exc:  # arbitrary bytes make the unpickler raise almost anything (KeyError, ...)
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = first_line(exc)
         raise CheckpointError(f"cannot read checkpoint {path} (truncated or not a checkpoint: {first}): "
                               "re-download or re-create the file") from None
     check_finite(_named_tensors(obj), path)
@@ -246,7 +247,7 @@ def load_module_file(path, map_location="cpu", what="model", state_dict_hint=Non
     try:
         obj = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:  # unpickling can raise anything the pickled code raises
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = first_line(exc)
         raise CheckpointError(f"cannot load {what} file {path} ({type(exc).__name__}: {first}): "
                               "pass a file written by tools/export_netspresso.py, tools/compress.py "
                               "or the NetsPresso service") from None

@@ -30,9 +30,6 @@ from utils.visualize import palette_for
 logger = logging.getLogger(__name__)
 
 HISTORY_FILE = "history.json"
-# history.json keys / event tags, and the series name they get in the report.
-LOSS_KEYS = ("train_loss", "valid_loss")
-MIOU_KEYS = ("valid_mIoU", "mean_iou", "valid_miou", "miou")
 
 
 # --------------------------------------------------------------------------- history
