@@ -440,6 +440,13 @@ def tradeoff_points(out, original, compressed, ratio):
             for label, key, miou in rows]
 
 
+def _report_colors(cfg):
+    """The config's own colours for a custom dataset (as eval's dataset uses them), else None."""
+    if str(cfg.DATASET.DATASET).lower() == "custom" and len(cfg.DATASET.CLASS_COLORS):
+        return [list(c) for c in cfg.DATASET.CLASS_COLORS]
+    return None
+
+
 def write_report(args, p, out, runner, total_seconds):
     from utils.report import build_report, load_history, pick_series
     from utils.visualize import class_names_for
@@ -498,7 +505,7 @@ def write_report(args, p, out, runner, total_seconds):
                 f"{'synthetic street scenes' if p['synthetic'] else dataset}: train, evaluate, compress, "
                 f"fine-tune, measure and segment - generated {time.strftime('%Y-%m-%d %H:%M')}")
     return build_report(args.report_dir, title="PIDNet toolkit demo", subtitle=subtitle, runs=runs,
-                        class_names=class_names, curves=curves, samples=samples, gallery=gallery,
+                        class_names=class_names, class_colors=_report_colors(cfg), curves=curves, samples=samples, gallery=gallery,
                         steps=[dict(step, log=_rel(step.get("log", ""))) for step in runner.steps], settings=settings, outputs=outputs, total_seconds=total_seconds,
                         tradeoff=tradeoff_points(out, original, compressed, args.ratio),
                         tradeoff_note=f"Latency: batch 1 at {height}x{width} on {device_text} (int8 on the CPU, "
