@@ -103,7 +103,7 @@ def describe_onnx(path, num_classes=None, output_index=1):
     if num_classes is not None and isinstance(out_shape[1], int) and out_shape[1] != num_classes:
         raise ModelError(f"{path} predicts {out_shape[1]} classes, but {num_classes} are expected: use the "
                          f"ONNX file of a model trained for {num_classes} classes, or set the class count "
-                         f"to {out_shape[1]} (eval: DATASET.NUM_CLASSES)")
+                         f"to {out_shape[1]} (DATASET.NUM_CLASSES)")
     ops = {node.op_type for node in graph.node}
     fp16 = elem == onnx.TensorProto.FLOAT16 or any(
         init.data_type == onnx.TensorProto.FLOAT16 for init in graph.initializer)
