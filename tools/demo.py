@@ -328,17 +328,18 @@ def run_steps(args, p, runner):
 
     custom_dir = os.path.join(workdir, "custom")
     out["custom_dir"] = custom_dir
-    if cfg.DATASET.NUM_CLASSES in (19, 11) and os.path.isdir(os.path.join(ROOT, args.samples)):
-        cityscapes = "true" if cfg.DATASET.NUM_CLASSES == 19 else "false"
+    if os.path.isdir(os.path.join(ROOT, args.samples)):
+        # The run's config gives custom.py the class names and colours eval --save-color used.
         runner.run("custom", f"Segment {_rel(args.samples)}/ with tools/custom.py (trained model)",
-                   ["tools/custom.py", "--a", cfg.MODEL.NAME, "--c", cityscapes, "--p", checkpoint,
-                    "--r", args.samples, "--o", os.path.join(custom_dir, "original"), "--device", device,
-                    "--overlay"])
+                   ["tools/custom.py", "--a", cfg.MODEL.NAME, "--p", checkpoint, "--r", args.samples,
+                    "--o", os.path.join(custom_dir, "original"), "--device", device, "--overlay",
+                    "--cfg", args.cfg] + opts)
         runner.run("custom_compressed", f"Segment {_rel(args.samples)}/ with tools/custom.py (compressed model)",
                    ["tools/custom.py", "--netspresso", "--model", ft_model, "--r", args.samples,
-                    "--o", os.path.join(custom_dir, "compressed"), "--device", device, "--overlay"])
+                    "--o", os.path.join(custom_dir, "compressed"), "--device", device, "--overlay",
+                    "--cfg", args.cfg] + opts)
     else:
-        runner.record("Segment samples/ (skipped: no samples or not 19/11 classes)", 0.0, "skipped")
+        runner.record("Segment samples/ (skipped: no samples folder)", 0.0, "skipped")
     out["metrics_dir"], out["pred_dir"] = metrics_dir, pred_dir
     return out
 
