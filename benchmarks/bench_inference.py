@@ -103,7 +103,8 @@ def build_models(args):
         if args.p:
             from models.checkpoint import load_for_eval
 
-            load_for_eval(model, args.p)
+            load_for_eval(model, args.p, classes_fix="pass --c {n}",
+                          variant_fix="list only the checkpoint's variant in --variants")
         else:
             condition(model)
         models.append((f"PIDNet-{variant.upper()}", model))

@@ -10,26 +10,8 @@ import numpy as np
 import torch
 
 from datasets.base_dataset import BaseDataset, colors_to_index, index_to_colors, read_image_file
-from datasets.cityscapes import PALETTE as CITYSCAPES_PALETTE
+from datasets.palette import default_colors
 from utils.errors import DatasetError
-
-
-def default_palette(num_classes):
-    """Cityscapes colours first, then well-spread deterministic ones."""
-    colors = list(CITYSCAPES_PALETTE[:num_classes])
-    index = len(colors)
-    while len(colors) < num_classes:
-        # Bit-interleaved colour map (PASCAL VOC style): distinct for every index.
-        r = g = b = 0
-        value = index + 1
-        for shift in range(7, -1, -1):
-            r |= ((value >> 0) & 1) << shift
-            g |= ((value >> 1) & 1) << shift
-            b |= ((value >> 2) & 1) << shift
-            value >>= 3
-        colors.append((r, g, b))
-        index += 1
-    return colors
 
 
 def check_class_info(num_classes, class_names, class_colors, class_weights, ignore_label=255):
@@ -59,7 +41,7 @@ def check_class_info(num_classes, class_names, class_colors, class_weights, igno
                                "one distinct colour per class")
         colors = checked
     else:
-        colors = default_palette(num_classes)
+        colors = default_colors(num_classes)
     weights = None
     if class_weights is not None and len(class_weights):
         if len(class_weights) != num_classes:

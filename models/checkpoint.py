@@ -25,6 +25,7 @@ import re
 import torch
 import torch.nn as nn
 
+from utils.cli import first_line
 from utils.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def read_checkpoint(path, map_location="cpu", module_hint=MODULE_HINT):
         raise CheckpointError(f"{path} is not a weights file: it contains {what}. "
                               "Pass a .pt/.pth/.pth.tar state dict or checkpoint") from None
     except Exception as exc:  # arbitrary bytes make the unpickler raise almost anything (KeyError, ...)
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = first_line(exc)
         raise CheckpointError(f"cannot read checkpoint {path} (truncated or not a checkpoint: {first}): "
                               "re-download or re-create the file") from None
     check_finite(_named_tensors(obj), path)
@@ -170,11 +171,32 @@ def load_pretrained(model, path, map_location="cpu", module_hint=MODULE_HINT):
     return len(matched)
 
 
-def load_for_eval(model, path, map_location="cpu", module_hint=MODULE_HINT):
+# The classifier of PIDNet's main head: its output channels are the class count.
+CLASSIFIER_KEY = "final_layer.conv2.weight"
+
+
+def read_num_classes(path, map_location="cpu", module_hint=MODULE_HINT):
+    """The class count a PIDNet weights file was trained for (its final classifier's rows).
+
+    Raises:
+        CheckpointError: unreadable file, or no ``final_layer.conv2.weight`` (not a PIDNet).
+    """
+    state = checkpoint_filter_fn(extract_state_dict(read_checkpoint(path, map_location, module_hint), path))
+    weight = state.get(CLASSIFIER_KEY)
+    if weight is None or weight.dim() != 4:
+        raise CheckpointError(f"{path} has no PIDNet classifier ({CLASSIFIER_KEY}): it is not a PIDNet "
+                              "weights file; pass the best.pt/final_state.pt of a PIDNet run")
+    return int(weight.shape[0])
+
+
+def load_for_eval(model, path, map_location="cpu", module_hint=MODULE_HINT, *,
+                  classes_fix="set DATASET.NUM_CLASSES {n}", variant_fix="set MODEL.NAME to the checkpoint's variant"):
     """Strict load for evaluation/inference: every network tensor must be there with its shape.
 
     The auxiliary heads (``seghead_p``/``seghead_d``) may be absent from the file when the model
-    has them (they do not affect the main output); they are then reported.
+    has them (they do not affect the main output); they are then reported. ``classes_fix`` (with
+    ``{n}``, the file's class count) and ``variant_fix`` end the errors for a wrong class count or
+    variant: each tool names its own option.
     """
     state = checkpoint_filter_fn(extract_state_dict(read_checkpoint(path, map_location, module_hint), path))
     matched, mismatched, missing, unexpected = _match(model, state)
@@ -185,16 +207,16 @@ def load_for_eval(model, path, map_location="cpu", module_hint=MODULE_HINT):
     if class_mismatch:
         _, theirs, ours = class_mismatch[0]
         raise CheckpointError(f"{path} was trained for {theirs[0]} classes but the model has {ours[0]}: "
-                              f"set DATASET.NUM_CLASSES {theirs[0]} (or --c accordingly)")
+                              + classes_fix.format(n=theirs[0]))
     if mismatched:
         detail = _summary([f"{k} {tuple(a)} vs {tuple(b)}" for k, a, b in mismatched], 3)
         raise CheckpointError(f"{path} belongs to another PIDNet variant (shape mismatch: {detail}): "
-                              "set MODEL.NAME / --a to the checkpoint's variant")
+                              + variant_fix)
     hard_missing = [k for k in missing if not k.startswith(("seghead_p.", "seghead_d."))]
     if hard_missing:
         raise CheckpointError(f"{path} lacks {len(hard_missing)} tensors of this model "
                               f"({_summary(hard_missing, 3)}): it belongs to another variant; "
-                              "set MODEL.NAME / --a to the checkpoint's variant")
+                              + variant_fix)
     model.load_state_dict(matched, strict=False)
     if missing:
         logger.warning("%s has no auxiliary heads (%s); the main output is unaffected", path, _summary(missing, 2))
@@ -225,7 +247,7 @@ def load_module_file(path, map_location="cpu", what="model", state_dict_hint=Non
     try:
         obj = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:  # unpickling can raise anything the pickled code raises
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = first_line(exc)
         raise CheckpointError(f"cannot load {what} file {path} ({type(exc).__name__}: {first}): "
                               "pass a file written by tools/export_netspresso.py, tools/compress.py "
                               "or the NetsPresso service") from None

@@ -220,20 +220,3 @@ def pidnet_l(num_classes=19, augment=True, **kwargs):
 def get_pred_model(name, num_classes):
     """Inference model (``augment=False``), as the official ``get_pred_model``."""
     return build_pidnet(name, num_classes, augment=False)
-
-
-def get_seg_model(cfg, imgnet_pretrained=True):
-    """Training model (``augment=True``) with ``MODEL.PRETRAINED`` loaded, as the official API.
-
-    A thin adapter for code written against the official repository: it unpacks the config
-    and calls :func:`build_pidnet` and :func:`models.checkpoint.load_pretrained`. An empty
-    ``MODEL.PRETRAINED`` trains from scratch (with a warning).
-    """
-    from models.checkpoint import load_pretrained
-
-    model = build_pidnet(cfg.MODEL.NAME, cfg.DATASET.NUM_CLASSES, augment=True)
-    if cfg.MODEL.PRETRAINED:
-        load_pretrained(model, cfg.MODEL.PRETRAINED)
-    else:
-        logger.warning("MODEL.PRETRAINED is empty: training from random initialisation")
-    return model

@@ -7,11 +7,15 @@ The official flags keep working (``--a --c --p --r --t``)::
     python tools/custom.py --a pidnet-s --p output/.../best.pt --r drive.mp4 --overlay   # video -> video
     python tools/custom.py --netspresso --model output/.../compressed/best_model_model.pt --r samples/
     python tools/custom.py --onnx pidnet_s_int8.onnx --runtime openvino --r samples/   # any ONNX export
+    python tools/custom.py --a pidnet-s --p output/custom/.../best.pt --cfg configs/custom/my.yaml --r samples/
 
 Preprocessing is the official one (BGR -> RGB, /255, ImageNet mean/std); the logits are
-upsampled to the input's size (bilinear, ``align_corners=True``) and argmax-ed; 19 classes use
-the Cityscapes palette, 11 the CamVid one. For each input ``NAME.EXT`` the tool writes
-``<input folder>/outputs/NAME.png`` (``--output`` to choose the folder), plus
+upsampled to the input's size (bilinear, ``align_corners=True``) and argmax-ed. The class count
+is the checkpoint's (its final classifier) or the ONNX file's output; ``--c`` only picks the
+official pretrained file when ``--p`` is not given. Colours are ``datasets/palette.py``'s, the ones
+``tools/eval.py --save-color`` uses: 19 classes Cityscapes', 11 CamVid's, or the
+``DATASET.CLASS_COLORS`` (and ``CLASS_NAMES``) of ``--cfg CFG [KEY VALUE ...]``. For each input
+``NAME.EXT`` the tool writes ``<input folder>/outputs/NAME.png`` (``--output`` to choose the folder), plus
 ``NAME_overlay.png`` (``--overlay``) and ``NAME_label.png`` (``--label-ids``: the predicted
 class index, i.e. the train ID, per pixel). Videos (``.mp4 .avi .mov .mkv``) become
 ``outputs/NAME.<same ext>`` (colour masks, or overlays with ``--overlay``).
@@ -37,14 +41,15 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from models.checkpoint import load_for_eval  # noqa: E402
+from configs.default import load_config  # noqa: E402
+from models.checkpoint import load_for_eval, read_num_classes  # noqa: E402
 from models.pidnet import canonical_name, get_pred_model  # noqa: E402
 from utils.cli import run_main, setup_logging  # noqa: E402
 from utils.device import resolve_device  # noqa: E402
-from utils.errors import CheckpointError, DatasetError, ModelError  # noqa: E402
+from utils.errors import CheckpointError, ConfigError, DatasetError, ModelError, UsageError  # noqa: E402
 from datasets.base_dataset import MEAN as IMAGENET_MEAN, STD as IMAGENET_STD  # noqa: E402
 from utils.io import atomic_write_bytes, check_writable  # noqa: E402
-from utils.visualize import colorize, overlay, palette_for  # noqa: E402
+from utils.visualize import class_names_for, colorize, overlay, palette_for  # noqa: E402
 
 logger = logging.getLogger("tools.custom")
 
@@ -85,7 +90,14 @@ def get_args_parser():
     parser.add_argument("--a", "--arch", dest="arch", default="pidnet-l",
                         help="pidnet-s, pidnet-m or pidnet-l (default pidnet-l, as the official script)")
     parser.add_argument("--c", "--cityscapes", dest="cityscapes", type=str2bool, nargs="?", const=True,
-                        default=True, help="Cityscapes-trained (19 classes) or not (CamVid, 11 classes)")
+                        default=None, help="Cityscapes-trained (19 classes, the default) or not (CamVid, 11 "
+                                           "classes): picks the official file when --p is not given, and "
+                                           "when given the checkpoint must have that class count")
+    parser.add_argument("--cfg", default=None,
+                        help="experiment YAML whose DATASET.CLASS_NAMES / CLASS_COLORS name and colour the "
+                             "classes (any class count; DATASET.NUM_CLASSES must be the checkpoint's)")
+    parser.add_argument("opts", nargs="*", default=[],
+                        help="with --cfg: config overrides as KEY VALUE pairs, e.g. DATASET.NUM_CLASSES 5")
     parser.add_argument("--p", "--checkpoint", dest="checkpoint", default=None,
                         help="weights file (default: the official pretrained file for --a/--c "
                              "under pretrained_models/)")
@@ -107,11 +119,16 @@ def get_args_parser():
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (same-size images)")
     parser.add_argument("--onnx", default=None, metavar="FILE",
                         help="run an ONNX file (fp32, fp16 or int8, from tools/export_onnx.py or tools/quantize.py) "
-                             "instead of a checkpoint; its class count must be --c's (19 or 11)")
+                             "instead of a checkpoint; the class count is the file's output")
     parser.add_argument("--runtime", default=None, help="with --onnx: onnxruntime (default) or openvino")
     parser.add_argument("--backend", default="eager",
                         help="inference backend of models/deploy.py: eager, fused, onnxruntime, compile, auto")
     return parser
+
+
+def parse_args(argv=None):
+    # Intermixed parsing lets options follow the --cfg KEY VALUE overrides.
+    return get_args_parser().parse_intermixed_args(argv)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -218,25 +235,40 @@ def build_model(args):
     if args.model:
         raise ModelError("--model is only used with --netspresso; for a weights file use --p/--checkpoint")
     arch = canonical_name(args.arch)
-    num_classes = 19 if args.cityscapes else 11
-    checkpoint = args.checkpoint or _DEFAULT_CHECKPOINTS[(arch, bool(args.cityscapes))]
+    cityscapes = args.cityscapes is None or args.cityscapes
+    checkpoint = args.checkpoint or _DEFAULT_CHECKPOINTS[(arch, cityscapes)]
     if not os.path.isfile(checkpoint):
         raise CheckpointError(f"checkpoint not found: {checkpoint}. Pass --p/--checkpoint FILE "
                               "(official pretrained weights go under pretrained_models/)")
+    num_classes = read_num_classes(checkpoint)
+    check_c_flag(args.cityscapes, num_classes, checkpoint)
     model = get_pred_model(arch, num_classes)
-    load_for_eval(model, checkpoint)
+    load_for_eval(model, checkpoint, variant_fix="set --a to the checkpoint's variant (pidnet-s, pidnet-m or pidnet-l)")
     return model, f"{arch} ({num_classes} classes) from {checkpoint}"
 
 
+def check_c_flag(cityscapes, num_classes, source, error=CheckpointError):
+    """An explicit ``--c`` promises 19 (True) or 11 (False) classes; the weights must agree."""
+    if cityscapes is None:
+        return
+    expected = 19 if cityscapes else 11
+    if num_classes != expected:
+        raise error(f"{source} predicts {num_classes} classes, but {expected} are expected (--c {cityscapes}): "
+                    "drop --c, the class count is read from the file")
+
+
 def build_onnx_runner(args, device):
-    """The ``--onnx`` file as a runner, checked to be a segmenter for ``--c``'s class count."""
+    """The ``--onnx`` file as a runner; its output gives the class count (checked against ``--c``
+    when given)."""
     if args.netspresso or args.model or args.checkpoint or args.backend != "eager":
         raise ModelError("--onnx FILE runs the file itself: drop --netspresso/--model/--p/--backend "
                          "(choose the runtime with --runtime onnxruntime|openvino)")
     from models.deploy import prepare_onnx_file
 
-    num_classes = 19 if args.cityscapes else 11
-    runner = prepare_onnx_file(args.onnx, args.runtime or "onnxruntime", device, num_classes=num_classes)
+    runner = prepare_onnx_file(args.onnx, args.runtime or "onnxruntime", device)
+    num_classes = runner.onnx_info.num_classes  # None when the file's class axis is symbolic
+    if num_classes is not None:
+        check_c_flag(args.cityscapes, num_classes, args.onnx, ModelError)
     return runner, f"ONNX file {args.onnx} ({runner.onnx_info.precision}, {runner.backend})"
 
 
@@ -296,6 +328,49 @@ def output_stems(inputs):
             for s, (p, _) in zip(stems, inputs)]
 
 
+class ClassColours:
+    """Class count -> palette, from ``--cfg`` when given, as ``tools/eval.py`` colours that config's
+    dataset; the count is known only once the model has run (NetsPresso, symbolic ONNX axes)."""
+
+    def __init__(self, cfg=None, cfg_file=None):
+        self.cfg = cfg
+        self.cfg_file = cfg_file
+        self._cache = {}
+
+    def __call__(self, num_classes):
+        if num_classes not in self._cache:
+            names, colors = self._resolve(num_classes)
+            logger.info("%d classes: %s", num_classes, ", ".join(names))
+            self._cache[num_classes] = palette_for(num_classes, colors)
+        return self._cache[num_classes]
+
+    def _resolve(self, num_classes):
+        if self.cfg is None:
+            return class_names_for(num_classes), None
+        dataset = self.cfg.DATASET
+        if dataset.NUM_CLASSES != num_classes:
+            raise ConfigError(f"{self.cfg_file} has DATASET.NUM_CLASSES {dataset.NUM_CLASSES} but the model "
+                              f"predicts {num_classes} classes: add DATASET.NUM_CLASSES {num_classes} after "
+                              "--cfg, or use the config the model was trained with")
+        if str(dataset.DATASET).lower() != "custom":
+            return class_names_for(num_classes), None  # the official datasets' own names and colours
+        from datasets.custom import check_class_info
+
+        names, colors, _ = check_class_info(num_classes, dataset.CLASS_NAMES, dataset.CLASS_COLORS, None,
+                                            self.cfg.TRAIN.IGNORE_LABEL)
+        return names, colors
+
+
+def load_class_config(args):
+    """The frozen ``--cfg`` config (with its KEY VALUE overrides), or None without ``--cfg``."""
+    if not args.cfg:
+        if args.opts:
+            raise UsageError(f"unexpected arguments {' '.join(args.opts)}: KEY VALUE overrides need --cfg CFG, "
+                             "and inputs go after --r/--input")
+        return None
+    return load_config(args.cfg, args.opts)
+
+
 def save_image_outputs(bgr, label, stem, out_dir, palette, args):
     rgb_mask = colorize(label, palette)
     write_png(rgb_mask, os.path.join(out_dir, stem + ".png"))
@@ -306,7 +381,7 @@ def save_image_outputs(bgr, label, stem, out_dir, palette, args):
                   os.path.join(out_dir, stem + "_label.png"))
 
 
-def segment_images(segmenter, items, out_dir, args, progress):
+def segment_images(segmenter, items, out_dir, args, progress, colours=None):
     """Segment ``[(path, stem), ...]``; batches consecutive same-size images. Returns (done, skipped)."""
     done, skipped, batch = 0, [], []
 
@@ -315,7 +390,7 @@ def segment_images(segmenter, items, out_dir, args, progress):
         if not batch:
             return
         labels = segmenter(torch.stack([input_transform(bgr) for bgr, _ in batch]))
-        palette = palette_for(segmenter.num_classes)
+        palette = (colours or ClassColours())(segmenter.num_classes)
         for (bgr, stem), label in zip(batch, labels):
             save_image_outputs(bgr, label, stem, out_dir, palette, args)
             done += 1
@@ -339,7 +414,7 @@ def segment_images(segmenter, items, out_dir, args, progress):
     return done, skipped
 
 
-def segment_video(segmenter, path, stem, out_dir, args):
+def segment_video(segmenter, path, stem, out_dir, args, colours=None):
     """Segment a video frame by frame into ``out_dir/stem<ext>``. Returns the number of frames."""
     ext = os.path.splitext(path)[1].lower()
     capture = cv2.VideoCapture(path)
@@ -363,7 +438,7 @@ def segment_video(segmenter, path, stem, out_dir, args):
                     break
                 frame = to_bgr8(frame)
                 label = segmenter(input_transform(frame)[None])[0]
-                rgb = colorize(label, palette_for(segmenter.num_classes))
+                rgb = colorize(label, (colours or ClassColours())(segmenter.num_classes))
                 if args.overlay:
                     rgb = overlay(frame[:, :, ::-1], rgb, args.alpha)
                 if writer is None:
@@ -395,9 +470,10 @@ def default_output_dir(input_path):
 
 def main(args):
     if args.batch_size < 1:
-        raise DatasetError(f"--batch-size must be >= 1, got {args.batch_size}")
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if not 0.0 <= args.alpha <= 1.0:
-        raise DatasetError(f"--alpha must be between 0 and 1, got {args.alpha}")
+        raise UsageError(f"--alpha must be between 0 and 1, got {args.alpha}")
+    colours = ClassColours(load_class_config(args), args.cfg)
     inputs = collect_inputs(args.input, args.ext)
     out_dir = args.output or default_output_dir(args.input)
     # Checked before the model is built; the folder itself appears with the first output written,
@@ -407,11 +483,17 @@ def main(args):
     if args.onnx:
         runner, description = build_onnx_runner(args, device)
         segmenter = Segmenter(None, device, runner=runner)
+        known = runner.onnx_info.num_classes
     else:
         if args.runtime:
             raise ModelError(f"--runtime {args.runtime} is for --onnx FILE; a checkpoint takes --backend")
         model, description = build_model(args)
         segmenter = Segmenter(model, device, args.backend)
+        # A PIDNet's classifier tells the count now; a NetsPresso module tells it on its first output.
+        head = getattr(getattr(model, "final_layer", None), "conv2", None)
+        known = getattr(head, "out_channels", None)
+    if known:
+        colours(known)  # a config that does not fit fails before any input is read
     logger.info("segmenting %d input(s) from %s with %s on %s -> %s",
                 len(inputs), args.input, description, device, out_dir)
 
@@ -422,9 +504,9 @@ def main(args):
     done, skipped, frames = 0, [], 0
     if images:
         with tqdm(total=len(images), desc="images", unit="img") as progress:
-            done, skipped = segment_images(segmenter, images, out_dir, args, progress)
+            done, skipped = segment_images(segmenter, images, out_dir, args, progress, colours)
     for path, stem in videos:
-        count = segment_video(segmenter, path, stem, out_dir, args)
+        count = segment_video(segmenter, path, stem, out_dir, args, colours)
         if count == 0:
             if args.strict:
                 raise DatasetError(f"cannot read video {path}: corrupt, empty or an unsupported codec")
@@ -447,4 +529,4 @@ def main(args):
 
 if __name__ == "__main__":
     setup_logging()
-    sys.exit(run_main(main, get_args_parser().parse_args()))
+    sys.exit(run_main(main, parse_args()))

@@ -328,17 +328,18 @@ def run_steps(args, p, runner):
 
     custom_dir = os.path.join(workdir, "custom")
     out["custom_dir"] = custom_dir
-    if cfg.DATASET.NUM_CLASSES in (19, 11) and os.path.isdir(os.path.join(ROOT, args.samples)):
-        cityscapes = "true" if cfg.DATASET.NUM_CLASSES == 19 else "false"
+    if os.path.isdir(os.path.join(ROOT, args.samples)):
+        # The run's config gives custom.py the class names and colours eval --save-color used.
         runner.run("custom", f"Segment {_rel(args.samples)}/ with tools/custom.py (trained model)",
-                   ["tools/custom.py", "--a", cfg.MODEL.NAME, "--c", cityscapes, "--p", checkpoint,
-                    "--r", args.samples, "--o", os.path.join(custom_dir, "original"), "--device", device,
-                    "--overlay"])
+                   ["tools/custom.py", "--a", cfg.MODEL.NAME, "--p", checkpoint, "--r", args.samples,
+                    "--o", os.path.join(custom_dir, "original"), "--device", device, "--overlay",
+                    "--cfg", args.cfg] + opts)
         runner.run("custom_compressed", f"Segment {_rel(args.samples)}/ with tools/custom.py (compressed model)",
                    ["tools/custom.py", "--netspresso", "--model", ft_model, "--r", args.samples,
-                    "--o", os.path.join(custom_dir, "compressed"), "--device", device, "--overlay"])
+                    "--o", os.path.join(custom_dir, "compressed"), "--device", device, "--overlay",
+                    "--cfg", args.cfg] + opts)
     else:
-        runner.record("Segment samples/ (skipped: no samples or not 19/11 classes)", 0.0, "skipped")
+        runner.record("Segment samples/ (skipped: no samples folder)", 0.0, "skipped")
     out["metrics_dir"], out["pred_dir"] = metrics_dir, pred_dir
     return out
 
@@ -440,6 +441,13 @@ def tradeoff_points(out, original, compressed, ratio):
             for label, key, miou in rows]
 
 
+def _report_colors(cfg):
+    """The config's own colours for a custom dataset (as eval's dataset uses them), else None."""
+    if str(cfg.DATASET.DATASET).lower() == "custom" and len(cfg.DATASET.CLASS_COLORS):
+        return [list(c) for c in cfg.DATASET.CLASS_COLORS]
+    return None
+
+
 def write_report(args, p, out, runner, total_seconds):
     from utils.report import build_report, load_history, pick_series
     from utils.visualize import class_names_for
@@ -498,7 +506,7 @@ def write_report(args, p, out, runner, total_seconds):
                 f"{'synthetic street scenes' if p['synthetic'] else dataset}: train, evaluate, compress, "
                 f"fine-tune, measure and segment - generated {time.strftime('%Y-%m-%d %H:%M')}")
     return build_report(args.report_dir, title="PIDNet toolkit demo", subtitle=subtitle, runs=runs,
-                        class_names=class_names, curves=curves, samples=samples, gallery=gallery,
+                        class_names=class_names, class_colors=_report_colors(cfg), curves=curves, samples=samples, gallery=gallery,
                         steps=[dict(step, log=_rel(step.get("log", ""))) for step in runner.steps], settings=settings, outputs=outputs, total_seconds=total_seconds,
                         tradeoff=tradeoff_points(out, original, compressed, args.ratio),
                         tradeoff_note=f"Latency: batch 1 at {height}x{width} on {device_text} (int8 on the CPU, "

@@ -47,6 +47,7 @@ from configs.default import experiment_name, load_config  # noqa: E402
 from models.deploy import BACKENDS  # noqa: E402
 from utils.cli import is_main_process, run_main, setup_logging  # noqa: E402
 from utils.device import resolve_device  # noqa: E402
+from utils.distributed import cleanup, init_distributed  # noqa: E402
 from utils.errors import CheckpointError, ConfigError  # noqa: E402
 from utils.evaluate import eval_sampler, evaluate  # noqa: E402
 from utils.io import atomic_write_text, check_writable  # noqa: E402
@@ -184,13 +185,6 @@ def build_test_dataset(cfg):
         class_weights=list(cfg.DATASET.CLASS_WEIGHTS) or None)
 
 
-def _has_labels(dataset, test_set):
-    has = getattr(dataset, "has_labels", None)
-    if has is not None:
-        return bool(has)
-    return "test" not in os.path.basename(test_set)
-
-
 def class_names_of(dataset, num_classes):
     names = list(getattr(dataset, "class_names", None) or [])
     return names if len(names) == num_classes else [f"class_{i}" for i in range(num_classes)]
@@ -232,23 +226,18 @@ def main(args):
         check_writable(args.json, "--json")
     if args.save_pred:
         check_writable(args.save_pred, "--save-pred", is_dir=True)
-    device, owns_group = _init_distributed(resolve_device(args.device or cfg.DEVICE))
+    if torch.distributed.is_initialized():  # run in-process by a job that already joined a group
+        device, owns_group = resolve_device(args.device or cfg.DEVICE), False
+    else:
+        # Under torchrun: cuda:LOCAL_RANK (checked against the visible GPUs) or a gloo CPU
+        # process, with the collective timeout of utils/distributed.py.
+        info = init_distributed(args.device or cfg.DEVICE)
+        device, owns_group = info.device, info.distributed
     try:
         return _evaluate_and_report(cfg, args, device)
     finally:
         if owns_group:
-            torch.distributed.destroy_process_group()
-
-
-def _init_distributed(device):
-    """Under torchrun (WORLD_SIZE > 1): one process per GPU (nccl) or CPU process (gloo)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or torch.distributed.is_initialized():
-        return device, False
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return device, True
+            cleanup()
 
 
 def _evaluate_and_report(cfg, args, device):
@@ -258,7 +247,7 @@ def _evaluate_and_report(cfg, args, device):
 
     dataset = build_test_dataset(cfg)
     model, model_file = build_model(cfg, args, device)
-    labelled = _has_labels(dataset, cfg.DATASET.TEST_SET)
+    labelled = dataset.has_labels
 
     save_dir = args.save_pred
     if save_dir is None and not labelled:

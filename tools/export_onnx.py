@@ -99,7 +99,7 @@ def build_export_model(args):
         raise ConfigError(f"--c must be a positive number of classes (got {args.c})")
     model = build_pidnet(args.a, args.c, augment=False)
     if args.p:
-        load_for_eval(model, args.p)
+        load_for_eval(model, args.p, classes_fix="pass --c {n}", variant_fix="set --a to the checkpoint's variant")
     else:
         logger.warning("no --p weights: exporting a randomly initialised %s", args.a)
     return model, _index(args, 1), tuple(args.r or (1024, 2048)), args.a

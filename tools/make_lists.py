@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from utils.cli import run_main, setup_logging  # noqa: E402
-from utils.errors import DatasetError  # noqa: E402
+from utils.errors import DatasetError, UsageError  # noqa: E402
 from utils.io import atomic_write_text, check_writable  # noqa: E402
 
 logger = logging.getLogger("tools.make_lists")
@@ -165,8 +165,8 @@ def pair_lists(root, layout, images="images", labels="labels", label_suffix="", 
         lists["trainval"] = sorted(lists["train"] + lists["val"])
     if unlabeled:
         if "test" in lists:
-            raise DatasetError("--allow-unlabeled puts unlabeled images in test.lst; use it without "
-                               "--test-fraction")
+            raise UsageError("--allow-unlabeled puts unlabeled images in test.lst; use it without "
+                             "--test-fraction")
         lists["test"] = unlabeled
     return lists
 

@@ -20,7 +20,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from utils.cli import run_main, setup_logging  # noqa: E402
-from utils.errors import DatasetError  # noqa: E402
+from utils.errors import DatasetError, UsageError  # noqa: E402
 from utils.io import check_writable  # noqa: E402
 
 logger = logging.getLogger("tools.make_synthetic")
@@ -53,7 +53,7 @@ def main(args):
     from datasets.synthetic import generate, write_samples
 
     if args.num_train == 0 and args.num_val == 0 and not args.samples:
-        raise DatasetError("nothing to do: --num-train and --num-val are 0 and no --samples DIR given")
+        raise UsageError("nothing to do: --num-train and --num-val are 0 and no --samples DIR given")
     if args.num_train or args.num_val:
         check_writable(args.root, "--root", is_dir=True)
     if args.samples:
@@ -68,7 +68,7 @@ def main(args):
         logger.info("use it with: DATASET.ROOT %s/", args.root.rstrip("/"))
     if args.samples:
         if args.num_samples < 1:
-            raise DatasetError(f"--num-samples must be >= 1, got {args.num_samples}")
+            raise UsageError(f"--num-samples must be >= 1, got {args.num_samples}")
         paths = write_samples(args.samples, args.num_samples, args.size, args.seed)
         logger.info("wrote %d sample image(s) to %s", len(paths), args.samples)
     return 0

@@ -54,7 +54,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from configs.default import experiment_name, load_config  # noqa: E402
 from utils import distributed as du  # noqa: E402
-from utils.cli import run_main, setup_logging  # noqa: E402
+from utils.cli import first_line, run_main, setup_logging  # noqa: E402
 from utils.errors import (CheckpointError, ConfigError, DatasetError, NonFiniteLossError,  # noqa: E402
                           OutputError, PIDNetError, TrainingError)
 from utils.io import check_writable, made_dirs  # noqa: E402
@@ -389,7 +389,7 @@ def main(args):
     except NonFiniteLossError as exc:
         raise TrainingError(non_finite_message(exc, cfg, args, out_dir, resume_path)) from None
     except torch.distributed.DistError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise TrainingError(f"rank {info.rank}: a collective failed ({first}); another process probably died "
                             f"or timed out. {os.path.join(out_dir, CHECKPOINT_NAME)} holds the last completed "
                             "epoch: fix the cause and resume with TRAIN.RESUME True") from None

@@ -18,7 +18,19 @@ EXIT_INTERRUPTED = 130
 
 
 def is_main_process():
-    return int(os.environ.get("RANK", "0")) == 0
+    """Whether this process is rank 0 of its job (True outside torchrun).
+
+    The process group's rank once one is joined; before that (logging is set up first) the
+    ``RANK`` torchrun exports. The one definition: ``utils.distributed`` re-exports it.
+    """
+    import torch.distributed as dist  # here, so that importing utils.cli does not load torch
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    try:
+        return int(os.environ.get("RANK") or 0) == 0
+    except ValueError:  # a malformed RANK is reported where the job starts (init_distributed)
+        return True
 
 
 def setup_logging(log_file=None, level=logging.INFO):
@@ -38,6 +50,14 @@ def setup_logging(log_file=None, level=logging.INFO):
         file_handler.setFormatter(fmt)
         root.addHandler(file_handler)
     root.setLevel(level)
+
+
+def first_line(exc, limit=None):
+    """The first non-empty line of an exception's message (its type name when it has none),
+    cut to ``limit`` characters: for quoting a library's error inside one of ours."""
+    text = str(exc).strip()
+    line = text.splitlines()[0].strip() if text else type(exc).__name__
+    return line[:limit] if limit else line
 
 
 def one_line(exc):

@@ -35,6 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from utils import distributed as du
+from utils.cli import first_line
 from utils.errors import CheckpointError, ConfigError, ModelError
 
 logger = logging.getLogger(__name__)
@@ -375,6 +376,6 @@ def restore_distillation(checkpoint, distiller, path="checkpoint"):
         try:
             distiller.adapters.load_state_dict(state["adapters"], strict=True)
         except (KeyError, RuntimeError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            first = first_line(exc)
             raise CheckpointError(f"{path}: the distillation adapters do not fit this student ({first}): "
                                   "resume with the model it was written with, or start a new run") from None

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from utils.cli import first_line, is_main_process  # noqa: F401 (is_main_process: re-exported)
 from utils.device import resolve_device
 from utils.errors import DeviceError, TrainingError
 
@@ -111,10 +112,6 @@ def get_world_size():
     return dist.get_world_size() if is_dist() else 1
 
 
-def is_main_process():
-    return get_rank() == 0
-
-
 @contextlib.contextmanager
 def _collective(what):
     """Turn the failure of a collective (gloo: ``RuntimeError`` 'Connection closed by peer'; NCCL:
@@ -122,7 +119,7 @@ def _collective(what):
     try:
         yield
     except RuntimeError as exc:  # DistError subclasses RuntimeError
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise TrainingError(f"rank {get_rank()}: {what} failed ({first}): another process probably died "
                             "or timed out; fix the cause and resume with TRAIN.RESUME True") from None
 

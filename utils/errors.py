@@ -13,6 +13,10 @@ class ConfigError(PIDNetError):
     """Bad ``--cfg`` file, YAML syntax, unknown key or wrong value type."""
 
 
+class UsageError(PIDNetError, ValueError):
+    """A bad command-line value or combination of options (not a config key, not the data)."""
+
+
 class DatasetError(PIDNetError):
     """Missing dataset root/list/files, malformed list lines, corrupt images or labels."""
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch.utils.data import Sampler
 from tqdm import tqdm
 
+from datasets.palette import palette_for
 from utils.errors import ConfigError, ModelError
 from utils.io import atomic_write_bytes
 from utils.metrics import ConfusionMatrix, metrics_from_matrix
@@ -146,19 +147,6 @@ def _headline_position(output_index, n_outputs, seg_indices):
     return seg_indices.index(index)
 
 
-def default_palette(num_classes):
-    """Distinct colours (the PASCAL VOC bit pattern) for datasets without a palette."""
-    palette = []
-    for label in range(num_classes):
-        rgb, value = [0, 0, 0], label
-        for shift in range(7, -1, -1):
-            for channel in range(3):
-                rgb[channel] |= ((value >> channel) & 1) << shift
-            value >>= 3
-        palette.append(tuple(rgb))
-    return palette
-
-
 class PredictionWriter:
     """Writes label-ID PNGs (``<dir>/<name>.png``, via ``dataset.train_id_to_label_id``, the format
     of the Cityscapes benchmark server) and/or colour PNGs (``<dir>/color/<name>.png``, via
@@ -172,7 +160,8 @@ class PredictionWriter:
         while base is not None and not hasattr(base, "palette") and hasattr(base, "dataset"):
             base = base.dataset  # Subset and similar wrappers
         self.to_label_id = getattr(base, "train_id_to_label_id", None)
-        palette = list(getattr(base, "palette", None) or default_palette(num_classes))
+        colors = getattr(base, "palette", None)
+        palette = colors if colors is not None and len(colors) else palette_for(num_classes)
         self.lut = np.zeros((256, 3), dtype=np.uint8)
         for i, rgb in enumerate(palette[:256]):
             self.lut[i] = rgb

@@ -30,9 +30,6 @@ from utils.visualize import palette_for
 logger = logging.getLogger(__name__)
 
 HISTORY_FILE = "history.json"
-# history.json keys / event tags, and the series name they get in the report.
-LOSS_KEYS = ("train_loss", "valid_loss")
-MIOU_KEYS = ("valid_mIoU", "mean_iou", "valid_miou", "miou")
 
 
 # --------------------------------------------------------------------------- history
@@ -311,8 +308,8 @@ def _cards_html(cards):
     return f'<div class="cards">{items}</div>'
 
 
-def _iou_table_html(runs, class_names):
-    palette = palette_for(len(class_names))
+def _iou_table_html(runs, class_names, class_colors=None):
+    palette = palette_for(len(class_names), class_colors)
     head = "".join(f"<th>{_esc(r['label'])}</th>" for r in runs)
     delta_head = "<th>&Delta;</th>" if len(runs) >= 2 else ""
     body = []
@@ -510,7 +507,7 @@ def tradeoff_rows(points):
 
 def build_report(report_dir, *, title, runs, class_names, subtitle="", curves=None, samples=None,
                  gallery=None, steps=None, settings=None, outputs=None, total_seconds=None, speed_note="",
-                 tradeoff=None, tradeoff_note=""):
+                 tradeoff=None, tradeoff_note="", class_colors=None):
     """Write ``index.html``, ``report.md`` and ``img/`` into ``report_dir``; return the HTML path.
 
     Args:
@@ -518,6 +515,8 @@ def build_report(report_dir, *, title, runs, class_names, subtitle="", curves=No
         runs: ``[{'label', 'metrics': eval --json dict (mean_iou, iou dict/list, pixel_acc, ...),
             'stats': {'params', 'macs', 'latency_ms', 'fps'}}]``; the first is "before", the last "after".
         class_names: class names in label order (IoU rows; colours from the matching palette).
+        class_colors: the config's ``DATASET.CLASS_COLORS`` (custom datasets), so the swatches are
+            the colours of ``eval --save-color``; ``None`` for the dataset's default palette.
         curves: ``{'loss': {series label: [(x, y)]}, 'mIoU': {...}}`` (empty series are dropped).
         samples: example grid rows ``[{'name', 'images': [(column, HxWx3 RGB uint8)]}]``.
         gallery: the same for custom-image outputs.
@@ -561,7 +560,7 @@ def build_report(report_dir, *, title, runs, class_names, subtitle="", curves=No
         figures = "".join(f'<figure><img src="{_data_uri(p)}" alt="{_esc(k)} curve"></figure>' for k, p in plots)
         parts.append(f'<h2>Training curves</h2><div class="plots">{figures}</div>')
     if runs and class_names:
-        parts.append(f"<h2>Per-class IoU</h2>{_iou_table_html(runs, class_names)}")
+        parts.append(f"<h2>Per-class IoU</h2>{_iou_table_html(runs, class_names, class_colors)}")
     if runs:
         parts.append(f"<h2>Size, speed and accuracy</h2>{_stats_table_html(runs, speed_note)}")
     if tradeoff:

@@ -24,6 +24,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DistributedSampler
 
 from models.checkpoint import read_checkpoint
+from utils.cli import first_line
 from utils.errors import CheckpointError, ConfigError
 from utils.io import atomic_save
 
@@ -275,7 +276,7 @@ def restore_checkpoint(state, model, optimizer, scheduler, scaler=None, path="ch
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
     except (RuntimeError, ValueError, KeyError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = first_line(exc)
         raise CheckpointError(f"{path} does not fit this model/config ({first}): resume with the "
                               "config it was written with, or start over in another OUTPUT_DIR (or drop "
                               "TRAIN.RESUME True and pass tools/train.py --overwrite, which replaces it)") from None

@@ -1,8 +1,7 @@
 """Colour palettes, label colourisation, overlays and image grids.
 
-The palettes are the official ones: ``tools/custom.py`` colours Cityscapes' 19 train IDs,
-``datasets/camvid.py`` maps CamVid's 11 classes to these RGB colours. Any other class count
-gets a fixed, deterministic palette so custom datasets are still readable.
+The palette itself (which colour each class gets) is ``datasets/palette.py``'s, re-exported
+here as ``palette_for`` so every tool colours the same classes the same.
 
 Everything here works on RGB ``uint8`` NumPy arrays (``HxWx3``); conversion to OpenCV's BGR
 happens only where files are written.
@@ -11,64 +10,14 @@ import logging
 
 import numpy as np
 
-from datasets import camvid, cityscapes
 from datasets.base_dataset import MEAN, STD
+from datasets.palette import class_names_for, palette_for  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
-# One home for the official palettes and class names: the dataset modules.
-CITYSCAPES_PALETTE = tuple(cityscapes.PALETTE)
-CITYSCAPES_CLASSES = tuple(cityscapes.CLASS_NAMES)
-CAMVID_PALETTE = tuple(camvid.PALETTE)
-CAMVID_CLASSES = tuple(camvid.CLASS_NAMES)
-# Class counts with an official palette; anything else falls back to a generated one.
-_KNOWN = {
-    len(CITYSCAPES_PALETTE): (CITYSCAPES_PALETTE, CITYSCAPES_CLASSES),
-    len(CAMVID_PALETTE): (CAMVID_PALETTE, CAMVID_CLASSES),
-}
 # Pixels whose label has no colour (ignore label 255, out-of-range IDs) stay black, as the
 # official script leaves them.
 IGNORE_COLOR = (0, 0, 0)
-
-
-def generated_palette(num_classes):
-    """A deterministic palette for any class count (the PASCAL VOC bit-interleaving scheme)."""
-    palette = np.zeros((num_classes, 3), dtype=np.uint8)
-    for index in range(num_classes):
-        label, r, g, b = index + 1, 0, 0, 0
-        for shift in range(7, -1, -1):
-            r |= ((label >> 0) & 1) << shift
-            g |= ((label >> 1) & 1) << shift
-            b |= ((label >> 2) & 1) << shift
-            label >>= 3
-        palette[index] = (r, g, b)
-    return palette
-
-
-def palette_for(num_classes, colors=None):
-    """``(num_classes, 3)`` uint8 RGB palette: ``colors`` if given, else official or generated.
-
-    Raises:
-        ValueError: ``colors`` has the wrong length or values outside 0..255.
-    """
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    if colors:
-        array = np.asarray(colors, dtype=np.int64)
-        if array.shape != (num_classes, 3) or array.min() < 0 or array.max() > 255:
-            raise ValueError(f"expected {num_classes} colours as [R, G, B] in 0..255, got shape "
-                             f"{array.shape}")
-        return array.astype(np.uint8)
-    if num_classes in _KNOWN:
-        return np.asarray(_KNOWN[num_classes][0], dtype=np.uint8)
-    return generated_palette(num_classes)
-
-
-def class_names_for(num_classes):
-    """Official class names for 19 (Cityscapes) or 11 (CamVid) classes, else ``class_0..``."""
-    if num_classes in _KNOWN:
-        return list(_KNOWN[num_classes][1])
-    return [f"class_{i}" for i in range(num_classes)]
 
 
 def colorize(label, palette, ignore_color=IGNORE_COLOR):

@@ -18,6 +18,7 @@ import importlib
 import logging
 import os
 
+from utils.cli import first_line
 from utils.errors import CompressionError
 
 logger = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def compress_in_cloud(model_path, output_dir, method, recommendation, ratio, inp
         raise CompressionError("the netspresso package refused to run (outdated version?): "
                                "upgrade it with pip install -U netspresso") from None
     except Exception as exc:  # network, authentication and service errors have many types
-        detail = _scrub(str(exc).splitlines()[0] if str(exc) else "", secrets)
+        detail = _scrub(first_line(exc), secrets)
         raise CompressionError(f"NetsPresso request failed ({type(exc).__name__}: {detail}): check network "
                                "access to the service, the credentials and your credit") from None
     status = str(_field(result, "status") or "").lower()

@@ -38,6 +38,7 @@ from tensorly.decomposition import parafac, partial_tucker
 
 from models.compression import report as report_lib
 from models.compression import vbmf as vbmf_lib
+from utils.cli import first_line
 from utils.errors import CompressionError
 
 logger = logging.getLogger(__name__)
@@ -270,7 +271,7 @@ def layer_geometry(model, input_size, device=None):
             model(torch.zeros(1, 3, int(input_size[0]), int(input_size[1]), device=device))
     except Exception as exc:  # a foreign module can fail in any way
         raise CompressionError(f"the model does not run on a 1x3x{input_size[0]}x{input_size[1]} image "
-                               f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}): "
+                               f"({type(exc).__name__}: {first_line(exc)}): "
                                "pass the exported body (model_modelfx.pt)") from None
     finally:
         for handle in handles:

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
+from utils.cli import first_line
 from utils.errors import CompressionError
 
 logger = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def build_graph(model, example_input):
         raise
     except Exception as exc:  # a foreign module can fail in any way while being traced
         raise CompressionError(f"cannot trace the model for pruning ({type(exc).__name__}: "
-                               f"{str(exc).splitlines()[0] if str(exc) else ''}): pass a model written by "
+                               f"{first_line(exc)}): pass a model written by "
                                "tools/export_netspresso.py or tools/compress.py") from None
     finally:
         for p, flag in zip(model.parameters(), saved):

@@ -16,6 +16,7 @@ import torch
 from models.compression import graph as graph_lib
 from models.compression import importance, recommend, report
 from models.compression import pruner
+from utils.cli import first_line
 from utils.errors import CompressionError
 
 logger = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ def analyse(model, trace_size=(256, 256), device="cpu"):
             _outputs(model(example))
     except Exception as exc:  # a foreign module can fail in any way
         raise CompressionError(f"the model does not run on a 1x3x{trace_size[0]}x{trace_size[1]} image "
-                               f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}): "
+                               f"({type(exc).__name__}: {first_line(exc)}): "
                                "pass the exported body (model_modelfx.pt)") from None
     dep_graph = graph_lib.build_graph(model, example)
     all_groups = graph_lib.channel_groups(dep_graph)

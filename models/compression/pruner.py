@@ -23,6 +23,7 @@ import torch
 from models.compression import budget as budget_lib
 from models.compression import graph as graph_lib
 from models.compression import importance, recommend, report
+from utils.cli import first_line
 from utils.errors import CompressionError
 
 logger = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def _check_runs(model, example, trace_size):
         return _shapes(model, example)
     except Exception as exc:  # a foreign module can fail in any way
         raise CompressionError(f"the model does not run on a 1x3x{trace_size[0]}x{trace_size[1]} image "
-                               f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}): "
+                               f"({type(exc).__name__}: {first_line(exc)}): "
                                "pass the exported body (model_modelfx.pt)") from None
 
 
@@ -132,7 +133,7 @@ def _apply(dep_graph, groups, plan, model, example, shapes_before):
         shapes_after = _shapes(model, example)
     except Exception as exc:  # an inconsistency here is a bug in the grouping, not user input
         raise CompressionError(f"the pruned model no longer runs ({type(exc).__name__}: "
-                               f"{str(exc).splitlines()[0]}); please report this with the command used") from None
+                               f"{first_line(exc)}); please report this with the command used") from None
     if shapes_after != shapes_before:
         raise CompressionError(f"pruning changed the output shapes {shapes_before} -> {shapes_after}; "
                                "please report this with the command used")

@@ -11,6 +11,7 @@ import torch
 import torch.fx
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
+from utils.cli import first_line
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def find_conv_bn_pairs(model):
     except Exception as exc:  # fx raises many types for untraceable Python control flow
         logger.warning("torch.fx cannot trace %s (%s: %s); folding only conv->BN pairs inside "
                        "nn.Sequential containers", type(model).__name__, type(exc).__name__,
-                       str(exc).splitlines()[0] if str(exc) else "")
+                       first_line(exc))
         return _sequential_pairs(model)
     return _graph_pairs(model, graph)
 

@@ -16,6 +16,7 @@ import torch
 
 from models.deploy import runtimes
 from models.deploy.runners import InferenceRunner
+from utils.cli import first_line
 from utils.errors import CheckpointError, ModelError
 
 logger = logging.getLogger(__name__)
@@ -42,11 +43,6 @@ class OnnxInfo:
         return classes if isinstance(classes, int) else None
 
 
-def _first_line(exc):
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
 def _shape(value_info):
     dims = value_info.type.tensor_type.shape.dim
     return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims)
@@ -61,7 +57,7 @@ def _load(path):
     try:
         model = onnx.load(path, load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError, onnx ValueError/OSError: all mean "not ONNX"
-        raise CheckpointError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {_first_line(exc)}); "
+        raise CheckpointError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {first_line(exc, 200)}); "
                               f"{_EXPORT_HINT}") from None
     if not model.graph.node or not model.graph.output:
         raise CheckpointError(f"{path} is not a valid ONNX model (empty graph): the file is corrupt "
@@ -107,7 +103,7 @@ def describe_onnx(path, num_classes=None, output_index=1):
     if num_classes is not None and isinstance(out_shape[1], int) and out_shape[1] != num_classes:
         raise ModelError(f"{path} predicts {out_shape[1]} classes, but {num_classes} are expected: use the "
                          f"ONNX file of a model trained for {num_classes} classes, or set the class count "
-                         f"to {out_shape[1]} (eval: DATASET.NUM_CLASSES)")
+                         f"to {out_shape[1]} (DATASET.NUM_CLASSES)")
     ops = {node.op_type for node in graph.node}
     fp16 = elem == onnx.TensorProto.FLOAT16 or any(
         init.data_type == onnx.TensorProto.FLOAT16 for init in graph.initializer)
@@ -168,7 +164,7 @@ def prepare_onnx_file(path, runtime="onnxruntime", device=None, *, threads=None,
         try:
             session = runtimes.create_ort_session(path, device, threads, precision, info.precision == "int8")
         except Exception as exc:  # ORT's pybind exceptions (Fail, InvalidGraph, NotImplemented...)
-            raise ModelError(f"onnxruntime cannot load {path} ({type(exc).__name__}: {_first_line(exc)}): "
+            raise ModelError(f"onnxruntime cannot load {path} ({type(exc).__name__}: {first_line(exc, 200)}): "
                              "re-export the file, or try --runtime openvino") from None
         run = runtimes.ort_run_fn(session, device, info.input_name, info.output_name, info.input_dtype)
         details = f"providers={runtimes.provider_names(session)}"
@@ -180,7 +176,7 @@ def prepare_onnx_file(path, runtime="onnxruntime", device=None, *, threads=None,
         try:
             compiled = runtimes.compile_openvino(path, device, threads)
         except RuntimeError as exc:  # OpenVINO reports unreadable/unsupported graphs as RuntimeError
-            raise ModelError(f"OpenVINO cannot load {path} ({_first_line(exc)}): re-export the file, "
+            raise ModelError(f"OpenVINO cannot load {path} ({first_line(exc, 200)}): re-export the file, "
                              "or try --runtime onnxruntime") from None
         run = runtimes.openvino_run_fn(compiled, info.input_dtype)
         details = "device=CPU"

@@ -39,6 +39,7 @@ from models.deploy import auto, runtimes
 from models.deploy.fold import fold_batchnorm
 from models.deploy.onnx import export_onnx
 from models.deploy.outputs import MainOutput, select_output
+from utils.cli import first_line
 from utils.errors import DeviceError, ModelError
 
 logger = logging.getLogger(__name__)
@@ -244,7 +245,7 @@ def _compile_runner(model, device, output_index, precision, channels_last, examp
 
 
 def _compile_failed(exc, model, device, output_index, precision, channels_last, fallback):
-    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    first = first_line(exc)
     if not fallback:
         raise ModelError(f"torch.compile failed on this platform ({type(exc).__name__}: {first[:200]}): "
                          "install a C++ compiler / Triton, or use --backend fused") from None

@@ -128,7 +128,8 @@ def build_speed_model(args):
     if args.p:
         from models.checkpoint import load_for_eval
 
-        load_for_eval(model, args.p, module_hint="time such files with --model FILE instead of --p")
+        load_for_eval(model, args.p, module_hint="time such files with --model FILE instead of --p",
+                      classes_fix="pass --c {n}", variant_fix="set --a to the checkpoint's variant")
     return model.eval()
 
 

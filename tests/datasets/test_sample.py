@@ -104,13 +104,24 @@ def test_flip_moves_image_label_and_edge_together():
     label = _blocks(48, 64, seed=3)
     image = np.dstack([label * 9, label * 5, label * 3]).astype(np.uint8)
     kwargs = dict(multi_scale=True, base_size=64, crop_size=(40, 56), scale_factor=8)
+    outcomes = []
     for seed in range(6):
         plain = gen_sample(image, label, np.random.default_rng(seed), flip=False, **kwargs)
         flip = gen_sample(image, label, np.random.default_rng(seed), flip=True, **kwargs)
         mirrored = [a[..., ::-1] for a in plain]
         same = all(np.array_equal(a, b) for a, b in zip(plain, flip))
         mirror = all(np.array_equal(a, b) for a, b in zip(mirrored, flip))
-        assert same or mirror
+        assert same != mirror  # the crops are not symmetric: exactly one of the two holds
+        # The coin is the last draw (after scale and crop): the same seed decides it the same way.
+        coin = np.random.default_rng(seed)
+        coin.integers(0, 17)
+        new_h, new_w = scaled_size(48, 64, 64, 0.5 + int(np.random.default_rng(seed).integers(0, 17)) / 10)
+        coin.integers(0, max(new_w, 56) - 56 + 1)
+        coin.integers(0, max(new_h, 40) - 40 + 1)
+        assert mirror == (int(coin.integers(0, 2)) == 1), seed
+        outcomes.append(mirror)
+    # Both branches are exercised: a flip that does nothing (or always mirrors) fails here.
+    assert any(outcomes) and not all(outcomes)
 
 
 def _train_set(data_root, make, seed=None):

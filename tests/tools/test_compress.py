@@ -101,7 +101,7 @@ def test_manual_pr_id_and_extra_sizes(tiny_body, tmp_path, capsys):
     (["--ratio", "0"], r"\(0, 1\)"),
     ([], r"\(0, 1\)"),
     (["--ratio", "0.5", "--backend", "cloud9"], "unknown --backend"),
-    (["--recommendation", "manual", "--layer-ratios", "missing.json"], "not found"),
+    (["--recommendation", "manual", "--layer-ratios", "missing.json"], r"file not found: missing\.json\. Pass an existing"),
 ])
 def test_bad_requests_are_one_line(tiny_body, tmp_path, capsys, argv, match):
     output = tmp_path / "out.pt"
@@ -139,7 +139,7 @@ def test_export_bad_inputs(tmp_path, capsys):
     assert code == 2 and "TEST.MODEL_FILE" in io.err
     code, io = _cli(export, ["--cfg", CFG, "TEST.MODEL_FILE", str(tmp_path / "none.pt"),
                              "--output-dir", str(tmp_path)], capsys)
-    assert code == 2 and "not found" in io.err
+    assert code == 2 and f"{tmp_path / 'none.pt'}" in io.err and "not found" in io.err
     assert not list(tmp_path.iterdir())
 
 

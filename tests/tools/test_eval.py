@@ -333,3 +333,19 @@ def test_bad_onnx_input_is_one_clear_error_line(data_root, tmp_path, capsys, ext
     assert code == 2 and err[-1].startswith("error: ")
     assert re.search(message, err[-1]), err[-1]
     assert "Traceback" not in "\n".join(err) and not json_out.exists()
+
+
+def test_runtime_setup_goes_through_init_distributed(data_root, checkpoint, tmp_path, monkeypatch):
+    """eval joins torchrun jobs with utils/distributed.py's set-up (timeout, LOCAL_RANK check)."""
+    import utils.distributed as du
+
+    calls = []
+
+    def spy(device_name=None, timeout_s=du.DEFAULT_TIMEOUT_S):
+        calls.append((device_name, timeout_s))
+        return du.init_distributed(device_name, timeout_s)
+
+    monkeypatch.setattr(eval_tool, "init_distributed", spy)
+    path, _ = checkpoint
+    assert run(base_args(data_root, "TEST.MODEL_FILE", path, "DATASET.TEST_SET", "list/cityscapes/one.lst")) == 0
+    assert calls == [("cpu", du.DEFAULT_TIMEOUT_S)]

@@ -40,3 +40,24 @@ def test_unexpected_errors_are_not_hidden():
 
     with pytest.raises(ZeroDivisionError):
         run_main(bug, None)
+
+
+def test_first_line_quotes_one_line_of_a_library_error():
+    from utils.cli import first_line
+
+    assert first_line(RuntimeError("\n  boom happened  \nstack detail\nmore")) == "boom happened"
+    assert first_line(ValueError("")) == "ValueError"
+    assert first_line(OSError("x" * 300), 200) == "x" * 200
+
+
+def test_is_main_process_is_one_function_with_one_meaning(monkeypatch):
+    import utils.distributed as du
+    from utils.cli import is_main_process
+
+    assert du.is_main_process is is_main_process
+    monkeypatch.delenv("RANK", raising=False)
+    assert is_main_process()
+    monkeypatch.setenv("RANK", "1")  # torchrun's rank before the process group is joined
+    assert not is_main_process()
+    monkeypatch.setenv("RANK", "0")
+    assert is_main_process()

@@ -15,7 +15,7 @@ from models.calibration import randomize_bn
 from models.pidnet import PIDNet
 from utils.criterion import build_criterion
 from utils.errors import ConfigError, ModelError
-from utils.evaluate import ShardedEvalSampler, default_palette, evaluate
+from utils.evaluate import ShardedEvalSampler, evaluate
 from utils.metrics import metrics_from_matrix
 
 NUM_CLASSES = 4
@@ -207,11 +207,6 @@ def test_saves_label_id_and_colour_pngs(tmp_path):
         color = cv2.imread(str(tmp_path / "color" / f"img{i}.png"))[..., ::-1]
         np.testing.assert_array_equal(color, np.asarray(data.palette, np.uint8)[pred])
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
-
-
-def test_default_palette_is_distinct():
-    palette = default_palette(19)
-    assert len(set(palette)) == 19
 
 
 def test_sharded_sampler_covers_every_index_once():

@@ -116,3 +116,18 @@ def test_pareto_front_and_tradeoff_chart(tmp_path):
     assert "| int8 | 40.0 ms | 29.50% | yes |" in md and "| slow | 120.0 ms | 20.00% |  |" in md
     assert "| no eval | 5.0 ms | - |  |" in md
     assert "Accuracy vs latency" in (tmp_path / "index.html").read_text()
+
+
+def test_iou_swatches_are_the_palette_of_eval_save_color(tmp_path):
+    from datasets.palette import palette_for
+
+    def swatches(html):
+        return re.findall(r'class="sw" style="background:rgb\((\d+),(\d+),(\d+)\)"', html)
+
+    run = fake_runs()[:1]
+    html = open(build_report(str(tmp_path / "a"), title="t", runs=run, class_names=NAMES), encoding="utf-8").read()
+    assert [tuple(map(int, s)) for s in swatches(html)] == [tuple(int(v) for v in c) for c in palette_for(3)]
+    colors = [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    html = open(build_report(str(tmp_path / "b"), title="t", runs=run, class_names=NAMES, class_colors=colors),
+                encoding="utf-8").read()
+    assert [list(map(int, s)) for s in swatches(html)] == colors

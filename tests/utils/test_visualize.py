@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
 
-from utils.visualize import (CAMVID_PALETTE, CITYSCAPES_PALETTE, class_names_for, colorize, denormalize,
-                             generated_palette, image_grid, overlay, palette_for)
+from datasets.camvid import PALETTE as CAMVID_PALETTE
+from datasets.cityscapes import PALETTE as CITYSCAPES_PALETTE
+from datasets.palette import default_colors
+from utils.visualize import class_names_for, colorize, denormalize, image_grid, overlay, palette_for
 
 
 def test_official_palettes():
@@ -15,12 +17,14 @@ def test_official_palettes():
     assert class_names_for(3) == ["class_0", "class_1", "class_2"]
 
 
-@pytest.mark.parametrize("n", [1, 5, 40])
+@pytest.mark.parametrize("n", [1, 5, 40, 255])
 def test_generated_palette_distinct(n):
-    palette = generated_palette(n)
+    palette = palette_for(n)
     assert palette.shape == (n, 3) and palette.dtype == np.uint8
     assert len({tuple(c) for c in palette}) == n
-    np.testing.assert_array_equal(palette_for(n), palette)
+    np.testing.assert_array_equal(palette, np.asarray(default_colors(n), np.uint8))
+    # Cityscapes colours first, so a 5-class model's classes look like Cityscapes' first five.
+    np.testing.assert_array_equal(palette[:min(n, 19)], np.asarray(CITYSCAPES_PALETTE[:n], np.uint8))
 
 
 def test_custom_colors_and_validation():
