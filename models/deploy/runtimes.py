@@ -3,8 +3,11 @@
 Each ``*_run_fn`` turns a session into ``f(images NCHW tensor) -> float32 logits tensor`` on the
 images' device; :mod:`models.deploy.runners` and :mod:`models.deploy.onnx_file` wrap these.
 """
+import contextlib
+import ctypes
 import logging
 import os
+import sys
 
 import numpy as np
 import torch
@@ -169,7 +172,38 @@ def compile_openvino(onnx_path, device, threads=None):
     core = ov.Core()
     config = {"INFERENCE_NUM_THREADS": _threads(threads), "INFERENCE_PRECISION_HINT": "f32",
               "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
-    return core.compile_model(core.read_model(os.fspath(onnx_path)), "CPU", config)
+    with keep_signal_stack():
+        return core.compile_model(core.read_model(os.fspath(onnx_path)), "CPU", config)
+
+
+class _StackT(ctypes.Structure):  # Linux ``stack_t`` (sigaltstack(2))
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+@contextlib.contextmanager
+def keep_signal_stack():
+    """Give the calling thread back its alternate signal stack after OpenVINO has replaced it.
+
+    OpenVINO's CPU plugin (2026.4) installs its own sigaltstack on the thread that compiles a
+    model and puts back the one it saw when that model is destroyed. Two compiled models freed in
+    creation order leave the thread on the first model's freed stack; the next Python signal
+    handler (SA_ONSTACK: SIGCHLD of a subprocess, SIGINT, ...) then makes the kernel kill the
+    process with SIGSEGV (si_code SI_KERNEL) and no traceback. Measured in the test suite: the
+    pytest process died that way, at a different test each run. Restoring the caller's stack at
+    once makes every model's later "restore" a no-op.
+    """
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    saved = _StackT()
+    if libc.sigaltstack(None, ctypes.byref(saved)) != 0:
+        yield
+        return
+    try:
+        yield
+    finally:
+        libc.sigaltstack(ctypes.byref(saved), None)
 
 
 def openvino_run_fn(compiled, input_dtype=np.float32):

@@ -163,6 +163,35 @@ def test_bad_runtime_or_precision_is_one_clear_error(files):
 
 # ----------------------------------------------------------------------------- CUDA
 
+def test_openvino_models_freed_in_creation_order_leave_the_signal_stack_valid(files):
+    """OpenVINO swaps the compiling thread's sigaltstack; two models freed in creation order used to
+    leave it on freed memory, and the next Python signal handler killed the process (SIGSEGV)."""
+    import ctypes
+    import gc
+    import sys
+
+    from models.deploy.runtimes import _StackT, compile_openvino
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("sigaltstack check is Linux-only")
+    libc = ctypes.CDLL(None)
+
+    def current():
+        stack = _StackT()
+        assert libc.sigaltstack(None, ctypes.byref(stack)) == 0
+        return stack.ss_sp, stack.ss_flags, stack.ss_size
+
+    before = current()
+    first = compile_openvino(files["fp32"], torch.device("cpu"), 1)
+    second = compile_openvino(files["fp32"], torch.device("cpu"), 1)
+    assert current() == before
+    del first
+    gc.collect()
+    del second
+    gc.collect()
+    assert current() == before
+
+
 def _tensorrt_available():
     import onnxruntime as ort
 
