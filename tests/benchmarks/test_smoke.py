@@ -77,6 +77,40 @@ def test_bench_distill_bad_input(repo_root, capsys):
     assert capsys.readouterr().err.startswith("error: --epochs must be >= 1")
 
 
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "missing.pt: no such file"),
+    ("no_head", "--compressed needs --head"),
+    ("no_checkpoint", "--compressed needs --checkpoint"),
+    ("same_stem", "--compressed file stems must be distinct"),
+    ("head_alone", "--head is only used with --compressed"),
+])
+def test_bench_distill_compressed_bad_input(repo_root, tmp_path, capsys, case, message):
+    from utils.cli import run_main
+
+    bench = _load(repo_root, "bench_distill")
+    for name in ("body.pt", "head.pt", "best.pt"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "body.pt").write_bytes(b"x")
+    body, head, best = (str(tmp_path / n) for n in ("body.pt", "head.pt", "best.pt"))
+    extra = {"missing": ["--compressed", body, str(tmp_path / "missing.pt"), "--head", head, "--checkpoint", best],
+             "no_head": ["--compressed", body, "--checkpoint", best],
+             "no_checkpoint": ["--compressed", body, "--head", head],
+             "same_stem": ["--compressed", body, str(tmp_path / "other" / "body.pt"), "--head", head,
+                           "--checkpoint", best],
+             "head_alone": ["--head", head, "--checkpoint", best]}[case]
+    work = tmp_path / "work"
+    args = bench.get_args_parser().parse_intermixed_args(
+        ["--cfg", "configs/synthetic/pidnet_small_synthetic.yaml", "--workdir", str(work), "--output",
+         str(tmp_path / "out.md"), *extra, "WORKERS", "0"])
+    assert run_main(bench.main, args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+    # Checked before any subprocess: nothing was run or written.
+    assert not work.exists() and not (tmp_path / "out.md").exists()
+
+
 def test_bench_compress_smoke(repo_root, tmp_path, capsys):
     from models.netspresso import export_pidnet
 
@@ -127,3 +161,15 @@ def test_bench_quantize_smoke(repo_root, tmp_path, capsys):
     assert "| PIDNet-S | int8 QDQ (onnxruntime) | 1 |" in rows[1]
     assert re.search(r"on 2 images at 64x128 .*: [\d.]+ s wall, [\d.]+ s CPU", out)
     assert table.read_text().count("\n| PIDNet-S") == 2
+
+
+def test_bench_distill_table_sizes(repo_root):
+    bench = _load(repo_root, "bench_distill")
+    rows = [{"model": "teacher (unpruned, trained)", "mIoU": 0.25},
+            {"model": "pr_nn_06, not fine-tuned", "params_M": 1.2, "GMACs_128x256": 0.4, "mIoU": 0.031},
+            {"model": "pr_nn_06 + 3 epochs, plain", "seed": 304, "mIoU": 0.2, "finetune_s": 98.5}]
+    lines = bench._table(rows).splitlines()
+    assert lines[0] == "| model | params (M) | GMACs 128x256 | seed | mIoU (%) | fine-tune wall time (s) |"
+    assert lines[3] == "| pr_nn_06, not fine-tuned | 1.2 | 0.4 |  | 3.10 |  |"
+    assert all(line.count("|") == 7 for line in lines)
+    assert "params" not in bench._table([rows[0], rows[2]])
