@@ -15,8 +15,8 @@ by its file stem; the table then also gives each body's parameters and MACs at 1
 Example (the demo's trained PIDNet-S and synthetic data)::
 
     nice python benchmarks/bench_distill.py --cfg configs/synthetic/pidnet_small_synthetic.yaml \\
-        --checkpoint /work/artifacts/demo/output/cityscapes/pidnet_small_synthetic/best.pt \\
-        --data-root /work/artifacts/demo/data/ --epochs 4 --ratio 0.6 --workdir /tmp/bench_distill \\
+        --checkpoint DEMO/output/cityscapes/pidnet_small_synthetic/best.pt \\
+        --data-root DEMO/data/ --epochs 4 --ratio 0.6 --workdir /tmp/bench_distill \\
         --output distill.md
 
     # already-compressed bodies instead of pruning (the head and teacher of the demo export)
