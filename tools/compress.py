@@ -208,8 +208,7 @@ def run_decompose(args, sizes):
         if args.layer_ranks:
             raise CompressionError("a budget chooses the ranks itself: drop --layer-ranks")
         device = resolve_device(args.device)
-        model = load_module_file(args.model, what="model", state_dict_hint=_EXPORT_HINT)
-        check_body(model, args.model)
+        model = load_body(args.model)
         decomposed, report = decompose_to_budget(model, method, target_macs=args.target_macs,
                                                  target_latency=args.target_latency, runtime=args.runtime,
                                                  threads=args.threads, latency_trials=args.latency_trials,
@@ -230,8 +229,7 @@ def run_decompose(args, sizes):
         raise CompressionError(f"manual decomposition needs ranks: pass --layer-ranks FILE or --ratio R "
                                f"(fraction of the full rank kept, in (0, 1])")
     device = resolve_device(args.device)
-    model = load_module_file(args.model, what="model", state_dict_hint=_EXPORT_HINT)
-    check_body(model, args.model)
+    model = load_body(args.model)
     decomposed, report = decompose.compress_model(model, method, recommendation, ratio=ratio, layer_ranks=layer_ranks,
                                                   report_sizes=sizes, device=device)
     report["model"] = os.path.abspath(args.model)
@@ -259,8 +257,7 @@ def run_offline(args, sizes):
         logger.warning("--ratio is ignored with --recommendation manual / PR_ID (per-layer values come from the JSON)")
     device = resolve_device(args.device)
     images = load_images(args.images, args.num_images) if method == "PR_NN" else None
-    model = load_module_file(args.model, what="model", state_dict_hint=_EXPORT_HINT)
-    check_body(model, args.model)
+    model = load_body(args.model)
     pruned, report = compress_model(model, method, recommendation, ratio=args.ratio, layer_ratios=layer_ratios,
                                     layer_indices=layer_indices, round_to=args.round_to,
                                     trace_size=tuple(args.trace_size), report_sizes=sizes, device=device,
@@ -274,12 +271,18 @@ def run_offline(args, sizes):
     return pruned, report
 
 
+def load_body(path):
+    """The exported body to compress (a whole-module file), refused with one line if it is a head or weights."""
+    model = load_module_file(path, what="model", state_dict_hint=_EXPORT_HINT)
+    check_body(model, path)
+    return model
+
+
 def dry_run_ranks(args, sizes):
     """``--dry-run`` for FD_*: the rank of every layer and its MACs; nothing is decomposed."""
     layer_ranks = recommend.load_layer_ranks(args.layer_ranks) if args.layer_ranks else None
     method = decompose.check_method(args.method)
-    model = load_module_file(args.model, what="model", state_dict_hint=_EXPORT_HINT)
-    check_body(model, args.model)
+    model = load_body(args.model)
     ranks, vbmf_ranks = plan_lib.plan_ranks(model, method, args.recommendation, args.ratio, layer_ranks)
     preview = plan_lib.preview_ranks(model, method, ranks, sizes[0], vbmf_ranks)
     first = f"{sizes[0][0]}x{sizes[0][1]}"
@@ -306,8 +309,7 @@ def dry_run(args, sizes):
     layer_indices = load_layer_indices(args.indices) if args.indices else None
     method, recommendation, _, _ = plan_lib.check_request(args.method, args.recommendation, args.ratio,
                                                           layer_ratios, layer_indices, args.round_to)
-    model = load_module_file(args.model, what="model", state_dict_hint=_EXPORT_HINT)
-    check_body(model, args.model)
+    model = load_body(args.model)
     analysis = plan_lib.analyse(model, tuple(args.trace_size), resolve_device(args.device))
     channel_plan = plan_lib.plan(analysis, method, recommendation, args.ratio, layer_ratios, layer_indices,
                                  args.round_to)
@@ -339,8 +341,7 @@ def run_netspresso(args, sizes):
     shapes = input_shapes([width, height])
     work_dir = os.path.splitext(args.output)[0] + "_netspresso"
     path = cloud.compress_in_cloud(args.model, work_dir, method, recommendation, ratio, shapes)
-    original = load_module_file(args.model, what="model", state_dict_hint=_EXPORT_HINT)
-    check_body(original, args.model)
+    original = load_body(args.model)
     compressed = load_module_file(path, what="compressed model")
     report = {"backend": "netspresso", "method": method, "recommendation": recommendation,
               "ratio_requested": ratio, "input_size": [height, width], "model": os.path.abspath(args.model),
