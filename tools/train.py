@@ -237,7 +237,8 @@ def build_datasets(cfg):
 def build_loaders(cfg, train_set, val_set, info, seed):
     from datasets.base_dataset import seed_worker
     from utils.evaluate import eval_sampler
-    from utils.training import TrainSampler, iterations_per_epoch
+    from utils.sampler import TrainSampler
+    from utils.schedule import iterations_per_epoch
 
     batch_size = cfg.TRAIN.BATCH_SIZE_PER_GPU
     iters = iterations_per_epoch(len(train_set), info.world_size, batch_size)
@@ -307,7 +308,8 @@ def _open_writer(log_dir):
 
 def _restore(path, model, optimizer, scheduler, scaler, train_set, info, max_iters, seed, distiller=None):
     from utils.distillation import restore_distillation
-    from utils.training import load_checkpoint, restore_checkpoint, restore_rng_state
+    from utils.checkpointing import load_checkpoint, restore_checkpoint
+    from utils.seeding import restore_rng_state
 
     state = load_checkpoint(path)
     restore_distillation(state, distiller, path)
@@ -399,8 +401,12 @@ def main(args):
 
 def _train(cfg, args, info, out_dir, tb_dir, resume_path):
     from utils.criterion import build_criterion
-    from utils.engine import FaultInjector, Trainer
-    from utils.training import PolyLR, StopRequest, build_optimizer, seed_everything
+    from utils.engine import Trainer
+    from utils.faults import fault_hooks_from_env
+    from utils.history import HISTORY_FILE
+    from utils.schedule import PolyLR, build_optimizer
+    from utils.seeding import seed_everything
+    from utils.signals import StopRequest
 
     teacher = load_teacher_arg(cfg, args, info.device)  # before anything is written: a wrong one is bad input
     seed = cfg.SEED if args.seed is None else args.seed
@@ -480,7 +486,8 @@ def _train(cfg, args, info, out_dir, tb_dir, resume_path):
         align_corners=cfg.MODEL.ALIGN_CORNERS, seed=seed, amp=amp, eval_interval=cfg.TRAIN.EVAL_INTERVAL,
         eval_last_epochs=cfg.TRAIN.EVAL_LAST_EPOCHS, print_freq=cfg.PRINT_FREQ, config_text=cfg.dump(),
         class_names=list(getattr(train_set, "class_names", None) or []), writer=writer,
-        fault=FaultInjector.from_env(), progress=not args.no_progress, best_miou=best, distiller=distiller)
+        step_hooks=fault_hooks_from_env(), progress=not args.no_progress, best_miou=best, distiller=distiller,
+        history_path=os.path.join(tb_dir, HISTORY_FILE))
     if start_epoch >= trainer.end_epoch:
         logger.info("training already reached epoch %d (TRAIN.STOP_EPOCH/END_EPOCH)", trainer.end_epoch)
     start = time.perf_counter()

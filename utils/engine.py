@@ -15,15 +15,12 @@ What we add so that a run cannot lose work:
   :class:`~utils.errors.NonFiniteLossError` naming the epoch and iteration; the checkpoint on disk is
   the last good one.
 
-Test hook: ``PIDNET_TEST_FAULT=<kind>:<epoch>:<iteration>[:<rank>]`` (``kind`` is ``sigkill``,
-``sigterm``, ``sigint`` or ``nan``) makes the loop kill itself, signal itself or produce a NaN
-loss at that step. It exists for the reliability tests (``tests/tools/test_train.py``) and is
-never set in normal use.
+The run's per-epoch figures go to ``history.json`` (:mod:`utils.history`) for the report. Extra
+per-step behaviour attaches through ``step_hooks`` (the reliability tests' fault injection,
+:mod:`utils.faults`, is one).
 """
 import logging
 import math
-import os
-import signal
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -33,47 +30,13 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from utils import distributed as du
+from utils.checkpointing import make_checkpoint, save_checkpoint
 from utils.errors import NonFiniteLossError
 from utils.evaluate import evaluate
-from utils.training import capture_rng_state, epoch_seed, make_checkpoint, reseed_data, save_checkpoint
+from utils.history import read_records, write_records
+from utils.seeding import capture_rng_state, epoch_seed, reseed_data
 
 logger = logging.getLogger(__name__)
-
-FAULT_ENV = "PIDNET_TEST_FAULT"
-_FAULT_KINDS = ("sigkill", "sigterm", "sigint", "nan")
-
-
-class FaultInjector:
-    """The ``PIDNET_TEST_FAULT`` test hook (see the module docstring); inert when unset."""
-
-    def __init__(self, kind=None, epoch=-1, iteration=-1, rank=None):
-        self.kind, self.epoch, self.iteration, self.rank = kind, epoch, iteration, rank
-
-    @classmethod
-    def from_env(cls, environ=None):
-        spec = (environ if environ is not None else os.environ).get(FAULT_ENV, "")
-        if not spec:
-            return cls()
-        parts = spec.split(":")
-        if parts[0] not in _FAULT_KINDS or len(parts) not in (3, 4):
-            raise ValueError(f"{FAULT_ENV}={spec!r}: expected <{'|'.join(_FAULT_KINDS)}>:<epoch>:<iter>[:<rank>]")
-        rank = int(parts[3]) if len(parts) == 4 else None
-        return cls(parts[0], int(parts[1]), int(parts[2]), rank)
-
-    def _hit(self, epoch, iteration):
-        return (self.kind is not None and epoch == self.epoch and iteration == self.iteration
-                and (self.rank is None or self.rank == du.get_rank()))
-
-    def before_step(self, epoch, iteration, loss):
-        if not self._hit(epoch, iteration):
-            return loss
-        logger.warning("%s: injecting %s at epoch %d iteration %d", FAULT_ENV, self.kind, epoch, iteration)
-        if self.kind == "nan":
-            return loss * float("nan")
-        sig = {"sigkill": signal.SIGKILL, "sigterm": signal.SIGTERM, "sigint": signal.SIGINT}[self.kind]
-        os.kill(os.getpid(), sig)
-        return loss
-
 
 class AverageMeter:
     """Running mean of a scalar."""
@@ -109,7 +72,7 @@ def _current_lr(optimizer):
 
 def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, epoch, *, num_epochs,
                     iters_per_epoch, start_iter=0, scaler=None, amp=False, print_freq=10, stop=None,
-                    writer=None, fault=None, progress=True, distiller=None):
+                    writer=None, step_hooks=(), progress=True, distiller=None):
     """Train one epoch (or the rest of it, from ``start_iter``).
 
     Args:
@@ -118,17 +81,19 @@ def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, epoc
         loader: yields ``(image, label, edge, size, name)`` batches, ``drop_last=True``.
         optimizer, scheduler: the scheduler is stepped after every optimizer step.
         device: where the batches go.
-        epoch: 0-based epoch index (for logs, the schedule and the fault hook).
+        epoch: 0-based epoch index (for logs, the schedule and the step hooks).
         num_epochs: total epochs, for the logs.
         iters_per_epoch: batches in a full epoch (for the progress bar).
         start_iter: batches of this epoch already trained on (mid-epoch resume).
         scaler: ``torch.amp.GradScaler`` (disabled without AMP).
         amp: run the forward pass under float16 autocast (CUDA).
         print_freq: log a line every this many iterations (``PRINT_FREQ``).
-        stop: a :class:`utils.training.StopRequest`; when any rank has seen a signal, every rank stops
+        stop: a :class:`utils.signals.StopRequest`; when any rank has seen a signal, every rank stops
             after the current step (before the next batch is drawn).
         writer: TensorBoard ``SummaryWriter`` (rank 0) or ``None``.
-        fault: :class:`FaultInjector` (tests).
+        step_hooks: callables ``hook(epoch, iteration, loss) -> loss`` run after each forward pass,
+            before the loss is checked and back-propagated, in order; each returns the loss to use
+            (the same tensor when it only observes). E.g. :class:`utils.faults.FaultInjector`.
         distiller: a :class:`utils.distillation.Distiller` whose loss is added to the criterion's
             (its parts ``kd``/``kd_feat`` are logged with the others), or ``None``.
 
@@ -136,7 +101,6 @@ def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, epoc
         TrainingError: the loss is NaN/inf on some rank; raised before that step's backward pass.
     """
     model.train()
-    fault = fault or FaultInjector()
     loss_meter = AverageMeter()
     part_meters = {}
     iteration = start_iter
@@ -157,7 +121,8 @@ def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, epoc
                     kd_loss, kd_parts = distiller(images, outputs, labels)
                     loss = loss + kd_loss
                     parts = {**parts, **kd_parts}
-            loss = fault.before_step(epoch, iteration, loss)
+            for hook in step_hooks:
+                loss = hook(epoch, iteration, loss)
             loss_value = loss.item()
             non_finite, stop_now = du.any_rank(
                 [not math.isfinite(loss_value), stop is not None and stop.requested], device)
@@ -225,7 +190,8 @@ class Trainer:
 
     ``export(kind, model)`` writes the weights-only files for ``kind`` ``'best'`` or ``'final'``
     (``best.pt``/``final_state.pt`` for PIDNet, the NetsPresso model/head pairs otherwise);
-    ``checkpoint_path`` is the resumable ``checkpoint.pth.tar``. Only rank 0 writes files.
+    ``checkpoint_path`` is the resumable ``checkpoint.pth.tar``; ``history_path`` the
+    ``history.json`` rewritten after every epoch. Only rank 0 writes files.
     """
     model: torch.nn.Module                 # what is trained (DDP-wrapped under torchrun)
     model_without_ddp: torch.nn.Module     # what is saved and validated
@@ -253,10 +219,11 @@ class Trainer:
     class_names: list = field(default_factory=list)
     writer: object = None
     stop: object = None
-    fault: object = None
+    step_hooks: list = field(default_factory=list)   # see train_one_epoch
     progress: bool = True
     best_miou: float = 0.0
     distiller: object = None               # utils.distillation.Distiller (its state goes in the checkpoint)
+    history_path: Optional[str] = None     # history.json (utils.history), rank 0 writes it; None: not written
 
     @property
     def _train_set(self):
@@ -306,6 +273,19 @@ class Trainer:
                 self.writer.add_scalar("valid_mIoU", result["mean_iou"], epoch)
         return result
 
+    def _history_before(self, start_epoch):
+        """The records of ``history_path`` before ``start_epoch`` (a resumed run repeats the rest)."""
+        if self.history_path is None or not du.is_main_process():
+            return []
+        return [r for r in read_records(self.history_path) if isinstance(r.get("epoch"), int)
+                and r["epoch"] < start_epoch]
+
+    def _append_history(self, history, record):
+        if self.history_path is None or not du.is_main_process():
+            return
+        history.append(record)
+        write_records(history, self.history_path)
+
     def run(self, start_epoch=0, start_iter=0, restored_mid_epoch=False):
         """Train from ``start_epoch``/``start_iter`` to ``end_epoch``.
 
@@ -313,6 +293,7 @@ class Trainer:
             0 when training finished, ``128 + signal`` when it stopped on SIGINT/SIGTERM (after
             saving a resumable checkpoint).
         """
+        history = self._history_before(start_epoch)
         for epoch in range(start_epoch, self.end_epoch):
             skip = start_iter if epoch == start_epoch else 0
             self.train_loader.sampler.set_epoch(epoch, skip=skip * self.batch_size)
@@ -321,7 +302,7 @@ class Trainer:
                 self.model, self.criterion, self.train_loader, self.optimizer, self.scheduler, self.device,
                 epoch, num_epochs=self.end_epoch, iters_per_epoch=self.iters_per_epoch, start_iter=skip,
                 scaler=self.scaler, amp=self.amp, print_freq=self.print_freq, stop=self.stop,
-                writer=self.writer, fault=self.fault, progress=self.progress, distiller=self.distiller)
+                writer=self.writer, step_hooks=self.step_hooks, progress=self.progress, distiller=self.distiller)
             if not result.stopped and self.stop is not None:
                 # A signal during the last step: stop before the (possibly long) validation.
                 result.stopped = du.any_rank([self.stop.requested], self.device)[0]
@@ -340,6 +321,7 @@ class Trainer:
                 if self.writer is not None:
                     self.writer.add_scalar("train_loss", loss, epoch)
                     self.writer.add_scalar("lr", result.lr, epoch)
+            record = {"epoch": epoch, "train_loss": loss, "lr": result.lr, "seconds": result.seconds}
             if self.val_loader is not None and should_validate(epoch, self.end_epoch, self.eval_interval,
                                                                self.eval_last_epochs):
                 metrics = self.validate(epoch)
@@ -351,6 +333,8 @@ class Trainer:
                     loss_text = f"{metrics['loss']:.3f}" if metrics["loss"] is not None else "n/a"
                     logger.info("Loss: %s, MeanIU: %.4f, Best_mIoU: %.4f", loss_text, metrics["mean_iou"],
                                 self.best_miou)
+                record.update(valid_loss=metrics["loss"], valid_mIoU=metrics["mean_iou"])
+            self._append_history(history, record)
             self.save_checkpoint(epoch + 1)
         if du.is_main_process():
             self.export("final", self.model_without_ddp)

@@ -188,7 +188,7 @@ def test_nan_in_every_state_dict_format_names_file_and_tensor(tmp_path, fmt, loa
 
 
 def test_inf_in_optimizer_state_of_a_training_checkpoint(tmp_path):
-    from utils.training import load_checkpoint
+    from utils.checkpointing import load_checkpoint
 
     state = {"model": _randomised().state_dict(), "optimizer": {"state": {0: {"momentum_buffer": torch.ones(3)}}},
              "scheduler": {}, "epoch": 2}

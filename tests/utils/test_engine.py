@@ -1,3 +1,4 @@
+import json
 import math
 
 import pytest
@@ -5,10 +6,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from models.pidnet import PIDNet
+from utils.checkpointing import load_checkpoint
 from utils.criterion import build_criterion
-from utils.engine import FaultInjector, Trainer, should_validate, train_one_epoch
+from utils.engine import Trainer, should_validate, train_one_epoch
 from utils.errors import TrainingError
-from utils.training import PolyLR, TrainSampler, build_optimizer, load_checkpoint
+from utils.history import load_history
+from utils.sampler import TrainSampler
+from utils.schedule import PolyLR, build_optimizer
 
 NUM_CLASSES = 4
 
@@ -51,30 +55,6 @@ def setup(max_iters=10):
     criterion = build_criterion(NUM_CLASSES, ohem_keep=1000)
     optimizer = build_optimizer(model, lr=0.01, momentum=0.9, weight_decay=5e-4)
     return model, criterion, optimizer, PolyLR(optimizer, max_iters=max_iters)
-
-
-def official_lrs(base_lr, max_iters):
-    """The LR each iteration uses under the official loop (adjust_learning_rate after the step)."""
-    lrs, lr = [], base_lr
-    for cur in range(max_iters):
-        lrs.append(lr)
-        lr = base_lr * ((1 - float(cur) / max_iters) ** 0.9)
-    return lrs
-
-
-def test_poly_lr_matches_official_adjust_learning_rate():
-    param = torch.nn.Parameter(torch.zeros(1))
-    opt = torch.optim.SGD([param], lr=0.01, momentum=0.9)
-    sched = PolyLR(opt, max_iters=50)
-    used = []
-    for _ in range(50):
-        used.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    assert used == pytest.approx(official_lrs(0.01, 50), rel=1e-12, abs=0)
-    for _ in range(5):  # past the end (e.g. resumed with fewer processes): 0, never complex/NaN
-        sched.step()
-    assert opt.param_groups[0]["lr"] == 0.0
 
 
 @pytest.mark.parametrize("end_epoch", [484, 200, 121, 101, 12, 1])
@@ -120,17 +100,26 @@ def test_stop_request_finishes_the_current_step_then_stops():
     assert scheduler.last_epoch == 1
 
 
-def test_fault_injector_spec():
-    assert FaultInjector.from_env({}).kind is None
-    fault = FaultInjector.from_env({"PIDNET_TEST_FAULT": "nan:2:3"})
-    loss = torch.tensor(1.0)
-    assert fault.before_step(2, 2, loss) is loss
-    assert math.isnan(fault.before_step(2, 3, loss).item())
-    with pytest.raises(ValueError, match="PIDNET_TEST_FAULT"):
-        FaultInjector.from_env({"PIDNET_TEST_FAULT": "explode:1"})
+def test_step_hooks_see_every_step_in_order_and_can_replace_the_loss():
+    model, criterion, optimizer, scheduler = setup()
+    seen = []
+
+    def observe(epoch, iteration, loss):
+        seen.append((epoch, iteration))
+        return loss
+
+    def poison(epoch, iteration, loss):
+        return loss * float("nan") if iteration == 3 else loss
+
+    with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) at epoch 4, iteration 3"):
+        train_one_epoch(model, criterion, [make_batch(i) for i in range(3)], optimizer, scheduler,
+                        torch.device("cpu"), 4, num_epochs=5, iters_per_epoch=4, start_iter=1,
+                        step_hooks=[observe, poison], progress=False)
+    assert seen == [(4, 1), (4, 2), (4, 3)]
+    assert scheduler.last_epoch == 2  # the poisoned step was not taken
 
 
-def _trainer(tmp_path, end_epoch, exports, eval_interval=5):
+def _trainer(tmp_path, end_epoch, exports, eval_interval=5, **kwargs):
     model, criterion, optimizer, _ = setup()
     dataset = TinySet(4)
     sampler = TrainSampler(dataset, shuffle=True, seed=1)
@@ -142,7 +131,7 @@ def _trainer(tmp_path, end_epoch, exports, eval_interval=5):
                    device=torch.device("cpu"), checkpoint_path=str(tmp_path / "checkpoint.pth.tar"),
                    export=lambda kind, m: exports.append(kind), end_epoch=end_epoch, iters_per_epoch=2,
                    batch_size=2, num_classes=NUM_CLASSES, eval_interval=eval_interval, eval_last_epochs=1,
-                   progress=False, config_text="x: 1\n")
+                   progress=False, config_text="x: 1\n", **kwargs)
 
 
 def test_trainer_runs_validates_on_schedule_and_checkpoints(tmp_path):
@@ -170,9 +159,35 @@ def test_trainer_stop_writes_a_mid_epoch_checkpoint(tmp_path):
     assert exports == []
 
 
+def test_trainer_writes_history_json_and_a_resumed_run_keeps_the_earlier_epochs(tmp_path):
+    history = tmp_path / "log" / "history.json"
+    trainer = _trainer(tmp_path, end_epoch=3, exports=[], eval_interval=2, history_path=str(history))
+    assert trainer.run() == 0
+    records = json.loads(history.read_text())["epochs"]
+    assert [r["epoch"] for r in records] == [0, 1, 2]
+    assert [("valid_mIoU" in r) for r in records] == [True, False, True]  # validated epochs only
+    assert all(math.isfinite(r["train_loss"]) and r["lr"] > 0 for r in records)
+    assert records[2]["valid_mIoU"] <= trainer.best_miou
+    curves = load_history(str(tmp_path / "log"))
+    assert [x for x, _ in curves["train_loss"]] == [0, 1, 2] and [x for x, _ in curves["valid_mIoU"]] == [0, 2]
+
+    # Resumed at epoch 1: epoch 0 stays, the epochs it trains again are replaced, not repeated.
+    records[1]["train_loss"] = records[2]["train_loss"] = -1.0
+    history.write_text(json.dumps({"epochs": records}))
+    assert _trainer(tmp_path, end_epoch=3, exports=[], history_path=str(history)).run(start_epoch=1) == 0
+    resumed = json.loads(history.read_text())["epochs"]
+    assert [r["epoch"] for r in resumed] == [0, 1, 2] and resumed[0] == records[0]
+    assert all(r["train_loss"] > 0 for r in resumed)
+
+
+def test_trainer_without_history_path_writes_none(tmp_path):
+    assert _trainer(tmp_path, end_epoch=1, exports=[]).run() == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pth.tar"]
+
+
 @pytest.mark.gpu
 def test_amp_training_on_cuda_and_scaler_round_trip(tmp_path):
-    from utils.training import make_checkpoint, restore_checkpoint, save_checkpoint
+    from utils.checkpointing import make_checkpoint, restore_checkpoint, save_checkpoint
 
     device = torch.device("cuda")
     model, criterion, optimizer, scheduler = setup()
