@@ -449,7 +449,8 @@ def _report_colors(cfg):
 
 
 def write_report(args, p, out, runner, total_seconds):
-    from utils.report import build_report, load_history, pick_series
+    from utils.history import load_history, pick_series
+    from utils.report import build_report
     from utils.visualize import class_names_for
 
     cfg = p["cfg"]

@@ -5,6 +5,7 @@ Most runs fine-tune a *tiny* PIDNet (planes 8) given as NetsPresso/torch.fx file
 seconds per run. One run trains the official ``pidnet_s`` to cover the PIDNet outputs.
 The kills, signals and NaNs come from the documented ``PIDNET_TEST_FAULT`` hook.
 """
+import json
 import os
 import signal
 import socket
@@ -78,6 +79,11 @@ def ckpt(out):
     return torch.load(os.path.join(out, EXP, "checkpoint.pth.tar"), map_location="cpu", weights_only=True)
 
 
+def history(out):
+    with open(os.path.join(str(out) + "_tb", EXP, "history.json"), encoding="utf-8") as handle:
+        return json.load(handle)["epochs"]
+
+
 def assert_same_training_state(a, b):
     assert (a["epoch"], a["iteration"]) == (b["epoch"], b["iteration"])
     for key, value in a["model"].items():
@@ -111,6 +117,7 @@ def test_reference_run_outputs(reference):
     assert "END_EPOCH: 3" in state["config"]
     assert set(state["rng"][0]) >= {"python", "numpy", "torch", "cuda"}
     assert os.listdir(str(out) + "_tb/" + EXP)  # TensorBoard event file
+    assert [r["epoch"] for r in history(out)] == [0, 1, 2]  # LOG_DIR/.../history.json, for the report
 
     from models.netspresso import load_netspresso
 
@@ -140,6 +147,12 @@ def test_sigterm_and_sigkill_then_resume_match_the_uninterrupted_run(work, refer
     assert "epoch 2, best mIoU" in resumed.stderr
     # Same weights, momentum, LR position as the run that was never interrupted.
     assert_same_training_state(ckpt(reference[0]), ckpt(out))
+    # One history record per epoch: the killed epoch 2 is trained (and recorded) once. Epoch 1's loss
+    # is the mean over the batches trained after the mid-epoch resume only.
+    records, expected = history(out), history(reference[0])
+    assert [r["epoch"] for r in records] == [0, 1, 2]
+    assert [records[0]["train_loss"], records[2]["train_loss"]] == pytest.approx(
+        [expected[0]["train_loss"], expected[2]["train_loss"]], rel=1e-4)
 
 
 def test_sigint_before_the_first_epoch_ends_exits_130_with_a_checkpoint(work):

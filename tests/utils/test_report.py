@@ -1,12 +1,10 @@
-import json
 import os
 import re
 
 import numpy as np
-import pytest
-from tensorboardX import SummaryWriter
 
-from utils.report import build_report, fmt_count, headline, load_history, pick_series, stats_rows
+from utils.report import build_report
+from utils.report.summary import fmt_count, headline, pareto_front, stats_rows
 
 NAMES = ["road", "car", "sky"]
 
@@ -18,34 +16,6 @@ def fake_runs():
         {"label": "PIDNet-S", "metrics": before, "stats": {"params": 7_600_000, "macs": 6.0e9, "latency_ms": 40.0}},
         {"label": "Compressed", "metrics": after, "stats": {"params": 3_800_000, "macs": 3.0e9, "latency_ms": 25.0}},
     ]
-
-
-def test_history_json_records_and_columns(tmp_path):
-    records = [{"epoch": 0, "train_loss": 2.0, "valid_mIoU": None}, {"epoch": 1, "train_loss": 1.5, "valid_mIoU": 0.3}]
-    (tmp_path / "history.json").write_text(json.dumps(records))
-    history = load_history(str(tmp_path))
-    assert history["train_loss"] == [(0, 2.0), (1, 1.5)]
-    assert history["valid_mIoU"] == [(1, 0.3)]
-    columns = tmp_path / "cols.json"
-    columns.write_text(json.dumps({"epoch": [3, 4], "train_loss": [1.0, 0.5]}))
-    assert load_history(str(columns))["train_loss"] == [(3, 1.0), (4, 0.5)]
-    assert pick_series({"Valid_MIoU": [(0, 1.0)]}, ("valid_mIoU",)) == [(0, 1.0)]
-
-
-def test_history_from_tensorboard_events_and_absence(tmp_path):
-    writer = SummaryWriter(str(tmp_path / "log" / "run"))
-    for step, (loss, miou) in enumerate([(3.0, 0.1), (2.0, 0.2), (1.25, 0.3)]):
-        writer.add_scalar("train_loss", loss, step)
-        writer.add_scalar("valid_mIoU", miou, step)
-    writer.close()
-    history = load_history(str(tmp_path / "log"))
-    assert [v for _, v in history["train_loss"]] == [3.0, 2.0, 1.25]
-    assert [s for s, _ in history["valid_mIoU"]] == [0, 1, 2]
-    assert history["valid_mIoU"][2][1] == pytest.approx(0.3)
-    assert load_history(str(tmp_path / "missing")) == {}
-    (tmp_path / "broken").mkdir()
-    (tmp_path / "broken" / "history.json").write_text("{not json")
-    assert load_history(str(tmp_path / "broken")) == {}
 
 
 def test_formatting_and_headline():
@@ -93,19 +63,7 @@ def test_build_report_without_history_or_second_run(tmp_path):
     assert not os.path.exists(tmp_path / "img" / "loss.png")
 
 
-def test_history_newer_event_file_wins_for_repeated_steps(tmp_path):
-    for run, values in enumerate(([5.0, 4.0, 3.0], [2.0, 1.0])):
-        writer = SummaryWriter(str(tmp_path / f"run{run}"))
-        for step, value in enumerate(values):
-            writer.add_scalar("train_loss", value, step)
-        writer.close()
-        os.utime(next((tmp_path / f"run{run}").iterdir()), (1000 + run, 1000 + run))
-    assert load_history(str(tmp_path))["train_loss"] == [(0, 2.0), (1, 1.0), (2, 3.0)]
-
-
 def test_pareto_front_and_tradeoff_chart(tmp_path):
-    from utils.report import build_report, pareto_front
-
     points = [{"label": "fp32", "latency_ms": 100.0, "miou": 0.30}, {"label": "fused", "latency_ms": 80.0, "miou": 0.30},
               {"label": "int8", "latency_ms": 40.0, "miou": 0.295}, {"label": "slow", "latency_ms": 120.0, "miou": 0.20},
               {"label": "pruned+int8", "latency_ms": 20.0, "miou": 0.25}, {"label": "no eval", "latency_ms": 5.0, "miou": None}]
