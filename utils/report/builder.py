@@ -80,12 +80,13 @@ def build_report(report_dir, *, title, runs, class_names, subtitle="", curves=No
             saved.append(paths)
         return saved
 
+    tradeoff_path = plot_tradeoff(tradeoff or [], os.path.join(img_dir, "tradeoff.png"))
     page = Page(title=title, subtitle=subtitle, cards=headline(runs, total_seconds), runs=runs,
                 class_names=class_names, class_colors=class_colors, plots=plots, speed_note=speed_note,
-                tradeoff=tradeoff or [], tradeoff_path=plot_tradeoff(tradeoff or [], os.path.join(img_dir, "tradeoff.png")),
-                tradeoff_note=tradeoff_note, samples=samples or [], sample_paths=save_rows(samples, "sample"),
-                gallery=gallery or [], gallery_paths=save_rows(gallery, "custom"), steps=steps or [],
-                settings=settings or [], outputs=outputs or [])
+                tradeoff=tradeoff or [], tradeoff_path=tradeoff_path, tradeoff_note=tradeoff_note,
+                samples=samples or [], sample_paths=save_rows(samples, "sample"), gallery=gallery or [],
+                gallery_paths=save_rows(gallery, "custom"), steps=steps or [], settings=settings or [],
+                outputs=outputs or [])
     html_path = os.path.join(report_dir, "index.html")
     atomic_write_text(render_html(page), html_path)
     atomic_write_text(render_markdown(page), os.path.join(report_dir, "report.md"))
