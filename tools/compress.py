@@ -58,7 +58,7 @@ from models.compression import recommend, vbmf  # noqa: E402
 from models.compression.recommend import check_ratio, load_layer_indices, load_layer_ratios  # noqa: E402
 from models.compression.report import summary  # noqa: E402
 from models.netspresso import check_body, input_shapes  # noqa: E402
-from tools.custom import input_transform, kind_of, read_image  # noqa: E402
+from utils.images import input_transform, kind_of, read_image  # noqa: E402
 from utils.cli import run_main, setup_logging  # noqa: E402
 from utils.device import resolve_device  # noqa: E402
 from utils.errors import CompressionError  # noqa: E402

@@ -211,7 +211,7 @@ def calibration_from_dataset(dataset, count, seed, size):
 def calibration_from_dir(folder, count, seed, size):
     """``(N x 3 x H x W float32, names)`` from the images of ``folder`` (top level, sorted, then
     ``count`` drawn with ``seed``), decoded and normalised as tools/custom.py does."""
-    from tools.custom import IMAGE_EXTS, input_transform, read_image
+    from utils.images import IMAGE_EXTS, input_transform, read_image
 
     if not os.path.isdir(folder):
         raise DatasetError(f"--calib-dir {folder} is not a folder: give a folder of calibration images")

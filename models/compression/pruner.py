@@ -169,7 +169,7 @@ def compress_model(model, method="PR_L2", recommendation=None, ratio=None, layer
             also the size at which budgets are counted and timed).
         device: where tracing, importance, pruning and latency measurement run; the result is
             returned on the CPU.
-        images: preprocessed ``3xHxW`` tensors for ``PR_NN`` (e.g. from :func:`tools.custom.input_transform`).
+        images: preprocessed ``3xHxW`` tensors for ``PR_NN`` (e.g. from :func:`utils.images.input_transform`).
         target_macs: keep at most this fraction of the MACs (instead of ``ratio``).
         target_latency: keep at most this fraction of the measured latency (instead of ``ratio``).
         runtime: ``onnxruntime`` or ``eager``: what ``target_latency`` is measured with.
