@@ -52,7 +52,9 @@ from models.checkpoint import load_module_file  # noqa: E402
 from models.compression import cloud  # noqa: E402
 from models.compression import plan as plan_lib  # noqa: E402
 from models.compression import decompose  # noqa: E402
-from models.compression.budget import RUNTIMES, check_budget, check_runtime, decompose_to_budget  # noqa: E402
+from models.compression.checks import check_budget  # noqa: E402
+from models.compression.decompose_budget import decompose_to_budget  # noqa: E402
+from models.compression.latency import RUNTIMES, check_runtime  # noqa: E402
 from models.compression.pruner import check_method, check_recommendation, compress_model  # noqa: E402
 from models.compression import recommend, vbmf  # noqa: E402
 from models.compression.recommend import check_ratio, load_layer_indices, load_layer_ratios  # noqa: E402
