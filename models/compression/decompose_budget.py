@@ -10,7 +10,6 @@ import logging
 import math
 
 import torch
-import torch.nn as nn
 
 from models.compression import decompose, decompose_ranks
 from models.compression.checks import check_budget
@@ -42,8 +41,7 @@ def _tail_energy(matrix):
 def _rank_options(name, module, method, geometry):
     weight = module.weight.detach().double().cpu()
     total = weight.pow(2).sum().clamp_min(1e-300)
-    c_in, c_out = (module.in_features, module.out_features) if isinstance(module, nn.Linear) else \
-        (module.in_channels, module.out_channels)
+    c_in, c_out = decompose_ranks.layer_dims(module)
     if method == "FD_SVD":
         loss = _tail_energy(weight.reshape(weight.shape[0], -1)) / total
         rank = torch.arange(1, loss.numel() + 1)
