@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from models.checkpoint import load_module_file  # noqa: E402
-from models.compression.budget import make_runner, time_pair  # noqa: E402
+from models.compression.latency import make_runner, time_pair  # noqa: E402
 from models.compression.report import summary  # noqa: E402
 from utils.cli import run_main, setup_logging  # noqa: E402
 from utils.io import atomic_write_text  # noqa: E402

@@ -41,6 +41,20 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
+@pytest.fixture
+def vector_onnx(tmp_path):
+    """A valid ONNX file that is no segmenter: a Relu over a ``[1, 10]`` input named ``x``."""
+    import onnx
+
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Relu", ["x"], ["y"])], "vector",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 10])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 10])])
+    path = tmp_path / "vector.onnx"
+    onnx.save(onnx.helper.make_model(graph), path)
+    return path
+
+
 @pytest.fixture(autouse=True)
 def _few_threads():
     # CI has 2 cores; keep torch from oversubscribing when tests spawn processes.

@@ -52,13 +52,15 @@ from models.checkpoint import load_module_file  # noqa: E402
 from models.compression import cloud  # noqa: E402
 from models.compression import plan as plan_lib  # noqa: E402
 from models.compression import decompose  # noqa: E402
-from models.compression.budget import RUNTIMES, check_budget, check_runtime, decompose_to_budget  # noqa: E402
+from models.compression.checks import check_budget  # noqa: E402
+from models.compression.decompose_budget import decompose_to_budget  # noqa: E402
+from models.compression.latency import RUNTIMES, check_runtime  # noqa: E402
 from models.compression.pruner import check_method, check_recommendation, compress_model  # noqa: E402
 from models.compression import recommend, vbmf  # noqa: E402
 from models.compression.recommend import check_ratio, load_layer_indices, load_layer_ratios  # noqa: E402
 from models.compression.report import summary  # noqa: E402
 from models.netspresso import check_body, input_shapes  # noqa: E402
-from tools.custom import input_transform, kind_of, read_image  # noqa: E402
+from utils.images import input_transform, kind_of, read_image  # noqa: E402
 from utils.cli import run_main, setup_logging  # noqa: E402
 from utils.device import resolve_device  # noqa: E402
 from utils.errors import CompressionError  # noqa: E402
@@ -278,30 +280,37 @@ def load_body(path):
     return model
 
 
-def dry_run_ranks(args, sizes):
-    """``--dry-run`` for FD_*: the rank of every layer and its MACs; nothing is decomposed."""
-    layer_ranks = recommend.load_layer_ranks(args.layer_ranks) if args.layer_ranks else None
-    method = decompose.check_method(args.method)
-    model = load_body(args.model)
-    ranks, vbmf_ranks = plan_lib.plan_ranks(model, method, args.recommendation, args.ratio, layer_ranks)
-    preview = plan_lib.preview_ranks(model, method, ranks, sizes[0], vbmf_ranks)
-    first = f"{sizes[0][0]}x{sizes[0][1]}"
-    print(f"{'layer':40s} {'rank':>12s} {'MACs@' + first:>22s}")
+def print_dry_run(preview, size):
+    """``--dry-run``'s table of the layers that change and its totals line, for a channel plan
+    (:func:`models.compression.plan.preview`) or decomposition ranks (``preview_ranks``)."""
+    first = f"{size[0]}x{size[1]}"
+    ranks = "decomposed_layers" in preview
+    columns = f"{'rank':>12s}" if ranks else f"{'in':>11s} {'out':>11s}"
+    print(f"{'layer':40s} {columns} {'MACs@' + first:>22s}")
     for name, row in preview["layers"].items():
-        if "ranks" in row:
-            note = f"  ({row['reason']})" if "reason" in row else ""
-            print(f"{name:40s} {str(row['ranks']):>12s} {row['macs'][0] / 1e6:>9.2f}M -> "
-                  f"{row['macs'][1] / 1e6:.2f}M{note}")
+        if ranks and "ranks" in row:
+            change = f"{str(row['ranks']):>12s}"
+        elif not ranks and "in" in row and (row["in"][0] != row["in"][1] or row["out"][0] != row["out"][1]):
+            change = f"{row['in'][0]:>4d} -> {row['in'][1]:<4d} {row['out'][0]:>4d} -> {row['out'][1]:<4d}"
+        else:
+            continue
+        note = f"  ({row['reason']})" if ranks and "reason" in row else ""
+        print(f"{name:40s} {change} {row['macs'][0] / 1e6:>9.2f}M -> {row['macs'][1] / 1e6:.2f}M{note}")
     before, after = preview["macs"]
-    print(f"dry run: MACs@{first} {before / 1e9:.3f}G -> {after / 1e9:.3f}G, "
-          f"{preview['decomposed_layers']} layers decomposed (nothing written)")
+    result = (f"{preview['decomposed_layers']} layers decomposed" if ranks
+              else f"filters removed {preview['ratio_achieved']:.3f}")
+    print(f"dry run: MACs@{first} {before / 1e9:.3f}G -> {after / 1e9:.3f}G, {result} (nothing written)")
     return 0
 
 
 def dry_run(args, sizes):
-    """Print what ``run_offline`` would do to each layer; prune and write nothing."""
+    """Print what ``run_offline`` would do to each layer; compress and write nothing."""
     if _is_decomposition(args.method):
-        return dry_run_ranks(args, sizes)
+        layer_ranks = recommend.load_layer_ranks(args.layer_ranks) if args.layer_ranks else None
+        method = decompose.check_method(args.method)
+        model = load_body(args.model)
+        ranks, vbmf_ranks = plan_lib.plan_ranks(model, method, args.recommendation, args.ratio, layer_ranks)
+        return print_dry_run(plan_lib.preview_ranks(model, method, ranks, sizes[0], vbmf_ranks), sizes[0])
     if args.target_macs is not None or args.target_latency is not None:
         raise CompressionError("--dry-run previews a ratio or manual values; a budget is searched while "
                                "compressing: drop --dry-run")
@@ -313,17 +322,7 @@ def dry_run(args, sizes):
     analysis = plan_lib.analyse(model, tuple(args.trace_size), resolve_device(args.device))
     channel_plan = plan_lib.plan(analysis, method, recommendation, args.ratio, layer_ratios, layer_indices,
                                  args.round_to)
-    preview = plan_lib.preview(analysis, channel_plan, sizes[0])
-    first = f"{sizes[0][0]}x{sizes[0][1]}"
-    print(f"{'layer':40s} {'in':>11s} {'out':>11s} {'MACs@' + first:>22s}")
-    for name, row in preview["layers"].items():
-        if "in" in row and (row["in"][0] != row["in"][1] or row["out"][0] != row["out"][1]):
-            print(f"{name:40s} {row['in'][0]:>4d} -> {row['in'][1]:<4d} {row['out'][0]:>4d} -> {row['out'][1]:<4d} "
-                  f"{row['macs'][0] / 1e6:>9.2f}M -> {row['macs'][1] / 1e6:.2f}M")
-    before, after = preview["macs"]
-    print(f"dry run: MACs@{first} {before / 1e9:.3f}G -> {after / 1e9:.3f}G, filters removed "
-          f"{preview['ratio_achieved']:.3f} (nothing written)")
-    return 0
+    return print_dry_run(plan_lib.preview(analysis, channel_plan, sizes[0]), sizes[0])
 
 
 def run_netspresso(args, sizes):

@@ -30,13 +30,10 @@ import argparse
 import logging
 import os
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from tqdm import tqdm  # noqa: E402
@@ -47,17 +44,13 @@ from models.pidnet import canonical_name, get_pred_model  # noqa: E402
 from utils.cli import run_main, setup_logging  # noqa: E402
 from utils.device import resolve_device  # noqa: E402
 from utils.errors import CheckpointError, ConfigError, DatasetError, ModelError, UsageError  # noqa: E402
-from datasets.base_dataset import MEAN as IMAGENET_MEAN, STD as IMAGENET_STD  # noqa: E402
-from utils.io import atomic_write_bytes, check_writable  # noqa: E402
+from utils.images import (VideoOutput, VideoReader, collect_inputs, default_output_dir, input_transform,  # noqa: E402
+                          output_stems, read_input_image, save_image_outputs, unreadable_input)
+from utils.io import check_writable  # noqa: E402
 from utils.visualize import class_names_for, colorize, overlay, palette_for  # noqa: E402
 
 logger = logging.getLogger("tools.custom")
 
-MEAN = np.array(IMAGENET_MEAN, dtype=np.float32)
-STD = np.array(IMAGENET_STD, dtype=np.float32)
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
-# Container -> codec that the stock OpenCV wheels can write.
-VIDEO_CODECS = {".avi": "MJPG", ".mp4": "mp4v", ".mov": "mp4v", ".mkv": "MJPG"}
 _TRUE = {"true", "t", "yes", "y", "1", "on"}
 _FALSE = {"false", "f", "no", "n", "0", "off"}
 # The official pretrained file names, by (variant, Cityscapes-trained).
@@ -129,94 +122,6 @@ def get_args_parser():
 def parse_args(argv=None):
     # Intermixed parsing lets options follow the --cfg KEY VALUE overrides.
     return get_args_parser().parse_intermixed_args(argv)
-
-
-# --------------------------------------------------------------------------- inputs
-
-def kind_of(path):
-    ext = os.path.splitext(path)[1].lower()
-    if ext in IMAGE_EXTS:
-        return "image"
-    if ext in VIDEO_CODECS:
-        return "video"
-    return None
-
-
-def collect_inputs(path, ext=None):
-    """``[(file, 'image'|'video'), ...]`` for a file or the top level of a folder, sorted.
-
-    Raises:
-        DatasetError: the path does not exist, or the folder holds no usable input.
-    """
-    if os.path.isfile(path):
-        kind = kind_of(path)
-        if kind is None:
-            raise DatasetError(f"{path} is not a supported image or video "
-                               f"({', '.join(IMAGE_EXTS + tuple(VIDEO_CODECS))})")
-        return [(path, kind)]
-    if not os.path.isdir(path):
-        raise DatasetError(f"input not found: {path}. Pass an image, a video or a folder with --r/--input")
-    wanted = None
-    if ext:
-        wanted = ext.lower() if ext.startswith(".") else "." + ext.lower()
-    inputs = []
-    for name in sorted(os.listdir(path)):
-        full = os.path.join(path, name)
-        if not os.path.isfile(full) or name.startswith("."):
-            continue
-        if wanted and os.path.splitext(name)[1].lower() != wanted:
-            continue
-        kind = kind_of(name)
-        if kind is None:
-            logger.warning("skipping %s: not an image or video file", full)
-            continue
-        inputs.append((full, kind))
-    if not inputs:
-        what = f"'{wanted}' files" if wanted else "images or videos"
-        raise DatasetError(f"no {what} found in {path}: put inputs there or point --r/--input elsewhere")
-    return inputs
-
-
-def to_bgr8(image):
-    """Any decoded image (gray, gray+alpha, BGR, BGRA; 8/16-bit or float) -> ``HxWx3`` uint8 BGR."""
-    if image.dtype == np.uint16:
-        image = np.rint(image.astype(np.float32) / 257.0).astype(np.uint8)
-    elif image.dtype.kind == "f":
-        scale = 255.0 if float(np.nanmax(image)) <= 1.0 else 1.0
-        image = np.clip(np.rint(np.nan_to_num(image.astype(np.float32) * scale)), 0, 255).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        image = np.clip(image, 0, 255).astype(np.uint8)
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    channels = image.shape[2]
-    if channels == 1:
-        return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2BGR)
-    if channels == 2:  # gray + alpha
-        return cv2.cvtColor(np.ascontiguousarray(image[:, :, 0]), cv2.COLOR_GRAY2BGR)
-    if channels == 4:  # alpha dropped, as cv2.IMREAD_COLOR does
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    return np.ascontiguousarray(image[:, :, :3])
-
-
-def read_image(path):
-    """Decode ``path`` to uint8 BGR, or ``None`` when it is not a decodable image."""
-    try:
-        data = np.fromfile(path, dtype=np.uint8)  # also works for non-ASCII paths
-    except OSError:
-        return None
-    if data.size == 0:
-        return None
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if image is None or image.size == 0:
-        return None
-    return to_bgr8(image)
-
-
-def input_transform(bgr):
-    """The official preprocessing: BGR -> RGB, /255, ImageNet mean/std; returns ``3xHxW`` float32."""
-    image = bgr.astype(np.float32)[:, :, ::-1] / 255.0
-    image = (image - MEAN) / STD
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
 # --------------------------------------------------------------------------- model
@@ -310,24 +215,6 @@ class Segmenter:
 
 # --------------------------------------------------------------------------- outputs
 
-def write_png(array_rgb_or_gray, path):
-    """Encode a PNG (RGB arrays are converted to OpenCV's BGR) and write it atomically."""
-    array = array_rgb_or_gray
-    if array.ndim == 3:
-        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
-    ok, encoded = cv2.imencode(".png", array)
-    if not ok:
-        raise DatasetError(f"could not encode {path} as PNG")
-    atomic_write_bytes(encoded.tobytes(), path)
-
-
-def output_stems(inputs):
-    """Output base names: the input's stem, or its full name when two inputs share a stem."""
-    stems = [os.path.splitext(os.path.basename(p))[0] for p, _ in inputs]
-    return [s if stems.count(s) == 1 else os.path.basename(p).replace(".", "_")
-            for s, (p, _) in zip(stems, inputs)]
-
-
 class ClassColours:
     """Class count -> palette, from ``--cfg`` when given, as ``tools/eval.py`` colours that config's
     dataset; the count is known only once the model has run (NetsPresso, symbolic ONNX axes)."""
@@ -371,16 +258,6 @@ def load_class_config(args):
     return load_config(args.cfg, args.opts)
 
 
-def save_image_outputs(bgr, label, stem, out_dir, palette, args):
-    rgb_mask = colorize(label, palette)
-    write_png(rgb_mask, os.path.join(out_dir, stem + ".png"))
-    if args.overlay:
-        write_png(overlay(bgr[:, :, ::-1], rgb_mask, args.alpha), os.path.join(out_dir, stem + "_overlay.png"))
-    if args.label_ids:
-        write_png(label.astype(np.uint8 if label.max(initial=0) < 256 else np.uint16),
-                  os.path.join(out_dir, stem + "_label.png"))
-
-
 def segment_images(segmenter, items, out_dir, args, progress, colours=None):
     """Segment ``[(path, stem), ...]``; batches consecutive same-size images. Returns (done, skipped)."""
     done, skipped, batch = 0, [], []
@@ -392,18 +269,15 @@ def segment_images(segmenter, items, out_dir, args, progress, colours=None):
         labels = segmenter(torch.stack([input_transform(bgr) for bgr, _ in batch]))
         palette = (colours or ClassColours())(segmenter.num_classes)
         for (bgr, stem), label in zip(batch, labels):
-            save_image_outputs(bgr, label, stem, out_dir, palette, args)
+            save_image_outputs(bgr, label, stem, out_dir, palette, args.alpha if args.overlay else None,
+                               args.label_ids)
             done += 1
         progress.update(len(batch))
         batch.clear()
 
     for path, stem in items:
-        bgr = read_image(path)
+        bgr = read_input_image(path, args.strict)
         if bgr is None:
-            if args.strict:
-                raise DatasetError(f"cannot decode image {path}: the file is corrupt or not an image "
-                                   "(remove it, or drop --strict to skip such files)")
-            logger.warning("skipping %s: cannot decode it as an image (corrupt or not an image)", path)
             skipped.append(path)
             progress.update(1)
             continue
@@ -416,56 +290,21 @@ def segment_images(segmenter, items, out_dir, args, progress, colours=None):
 
 def segment_video(segmenter, path, stem, out_dir, args, colours=None):
     """Segment a video frame by frame into ``out_dir/stem<ext>``. Returns the number of frames."""
-    ext = os.path.splitext(path)[1].lower()
-    capture = cv2.VideoCapture(path)
-    if not capture.isOpened():
-        capture.release()
-        return 0
-    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
-    if not 0 < fps < 1000:
-        fps = 25.0
-    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    final = os.path.join(out_dir, stem + ext)
-    os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=ext, dir=out_dir)
-    os.close(fd)
-    writer, frames = None, 0
-    try:
-        with tqdm(total=total, desc=os.path.basename(path), unit="frame", leave=False) as bar:
-            while True:
-                ok, frame = capture.read()
-                if not ok:
-                    break
-                frame = to_bgr8(frame)
+    frames = 0
+    with VideoReader(path) as video:
+        if not video.opened:
+            return 0
+        with VideoOutput(os.path.join(out_dir, stem + video.ext), video.fps) as output, \
+                tqdm(total=video.total, desc=os.path.basename(path), unit="frame", leave=False) as bar:
+            for frame in video:
                 label = segmenter(input_transform(frame)[None])[0]
                 rgb = colorize(label, (colours or ClassColours())(segmenter.num_classes))
                 if args.overlay:
                     rgb = overlay(frame[:, :, ::-1], rgb, args.alpha)
-                if writer is None:
-                    height, width = frame.shape[:2]
-                    writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*VIDEO_CODECS[ext]), fps, (width, height))
-                    if not writer.isOpened():
-                        raise DatasetError(f"cannot write video {final} with codec {VIDEO_CODECS[ext]}: "
-                                           "this OpenCV build lacks it; convert the input to .avi")
-                writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+                output.write(rgb)
                 frames += 1
                 bar.update(1)
-        if writer is not None:
-            writer.release()
-            writer = None
-            os.replace(tmp, final)
-    finally:
-        capture.release()
-        if writer is not None:
-            writer.release()
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return frames
-
-
-def default_output_dir(input_path):
-    folder = input_path if os.path.isdir(input_path) else os.path.dirname(os.path.abspath(input_path))
-    return os.path.join(folder, "outputs")
 
 
 def main(args):
@@ -508,9 +347,7 @@ def main(args):
     for path, stem in videos:
         count = segment_video(segmenter, path, stem, out_dir, args, colours)
         if count == 0:
-            if args.strict:
-                raise DatasetError(f"cannot read video {path}: corrupt, empty or an unsupported codec")
-            logger.warning("skipping %s: cannot read any frame (corrupt, empty or unsupported codec)", path)
+            unreadable_input(path, "video", args.strict)
             skipped.append(path)
         frames += count
     elapsed = max(time.perf_counter() - start, 1e-9)

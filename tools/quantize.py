@@ -92,7 +92,8 @@ def parse_args(argv=None):
 # --------------------------------------------------------------------------- checks
 
 def check_args(args):
-    from models.deploy.quantize import ENGINES, PRECISIONS, check_min_snr
+    from models.deploy.mixed_precision import check_min_snr
+    from models.deploy.quantize import ENGINES, PRECISIONS
 
     if args.engine not in ENGINES:
         hint = (" (TensorRT is a runtime, not a quantizer: the int8 QDQ file runs on it with "
@@ -135,38 +136,13 @@ def check_args(args):
     check_precision_device(args.precision, args.device)
 
 
-def fp16_unsupported_reason(device):
-    """Why fp16 cannot run fast on ``device`` here, or None when it can.
-
-    On CPU, fp16 arithmetic needs native fp16 units (OpenVINO reports ``FP16`` among the CPU's
-    optimization capabilities); elsewhere the runtimes convert every layer back to fp32, which is
-    slower than fp32. On CUDA it needs onnxruntime's CUDA provider.
-    """
-    if device.type == "cuda":
-        import onnxruntime as ort
-
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            return ("fp16 on CUDA runs through onnxruntime's CUDA provider, which this onnxruntime lacks: "
-                    "pip install onnxruntime-gpu, or use --precision int8 on the CPU")
-        return None
-    try:
-        import openvino as ov
-
-        capabilities = list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
-    except (ImportError, RuntimeError) as exc:
-        return f"cannot query this CPU's fp16 support ({exc}): use --precision int8"
-    if "FP16" in capabilities:
-        return None
-    return (f"this CPU has no native fp16 arithmetic (capabilities {', '.join(capabilities)}), so an fp16 model "
-            "would run slower than fp32: use --precision int8, or --device cuda on a GPU machine")
-
-
 def check_precision_device(precision, device_name):
+    from models.deploy import quantize as q
     from utils.device import resolve_device
 
     device = resolve_device(device_name)
     if precision == "fp16":
-        reason = fp16_unsupported_reason(device)
+        reason = q.fp16_unsupported_reason(device)
         if reason:
             raise DeviceError(f"--precision fp16: {reason}")
     return device
@@ -211,7 +187,7 @@ def calibration_from_dataset(dataset, count, seed, size):
 def calibration_from_dir(folder, count, seed, size):
     """``(N x 3 x H x W float32, names)`` from the images of ``folder`` (top level, sorted, then
     ``count`` drawn with ``seed``), decoded and normalised as tools/custom.py does."""
-    from tools.custom import IMAGE_EXTS, input_transform, read_image
+    from utils.images import IMAGE_EXTS, input_transform, read_image
 
     if not os.path.isdir(folder):
         raise DatasetError(f"--calib-dir {folder} is not a folder: give a folder of calibration images")
@@ -316,40 +292,20 @@ def evaluate_onnx(cfg, path, threads):
 
 # --------------------------------------------------------------------------- main
 
-def quantize(args, cfg, work, out_dir, images, reference, snr_images, fp32_path):
+def quantize(args, work, out_dir, images, reference, snr_images, fp32_path):
     """Make the quantized file in ``out_dir``; returns the report's quantization fields."""
     from models.deploy import quantize as q
+    from models.deploy.mixed_precision import choose_float_layers
 
     path = os.path.join(out_dir, MODEL_FILES[args.precision])
     info = {"float_layers": [], "layer_snr_db": {}, "mixed": None}
     if args.precision == "fp16":
         q.convert_fp16(fp32_path, path)
         return path, info
-    exclude = []
     if args.mixed:
-        def progress(done, total, name, snr):
-            logger.info("sensitivity %d/%d: %s %.1f dB", done, total, name, snr)
-
-        start = time.perf_counter()
-        sensitivity = q.layer_sensitivity(fp32_path, images, snr_images, reference, work, threads=args.threads,
-                                          progress=progress, calibration=args.calibration)
-        trial_path = os.path.join(work, "trial.onnx")
-
-        def snr_with(excluded):
-            q.quantize_int8(fp32_path, trial_path, images, args.engine, exclude=excluded,
-                            cache_path=os.path.join(work, "calibration_ranges.json")
-                            if args.engine == "onnxruntime" else None, calibration=args.calibration)
-            return q.logits_snr(trial_path, snr_images, reference, threads=args.threads)
-
-        exclude, snr, trials = q.recommend_float_layers(sensitivity, snr_with, args.min_snr)
-        info.update(layer_snr_db={k: round(v, 3) for k, v in sensitivity.items()}, float_layers=exclude,
-                    mixed={"min_snr_db": args.min_snr, "reached_snr_db": round(snr, 3),
-                           "trials": [{"float_layers": c, "snr_db": round(s, 3)} for c, s in trials],
-                           "seconds": round(time.perf_counter() - start, 1)})
-        if snr < args.min_snr:
-            logger.warning("--mixed: %.1f dB < --min-snr %.1f even with %d layers in float", snr, args.min_snr,
-                           len(exclude))
-    q.quantize_int8(fp32_path, path, images, args.engine, exclude=exclude, calibration=args.calibration)
+        info = choose_float_layers(fp32_path, images, snr_images, reference, work, args.engine, args.min_snr,
+                                   calibration=args.calibration, threads=args.threads)
+    q.quantize_int8(fp32_path, path, images, args.engine, exclude=info["float_layers"], calibration=args.calibration)
     return path, info
 
 
@@ -381,7 +337,7 @@ def main(args):
         snr_images = images[:args.snr_images]
         reference = q.run_images(q.OnnxModel(fp32_path, threads=args.threads), snr_images)
         start = time.perf_counter()
-        path, info = quantize(args, cfg, work, out.path, images, reference, snr_images, fp32_path)
+        path, info = quantize(args, work, out.path, images, reference, snr_images, fp32_path)
         quant_seconds = time.perf_counter() - start
         snr = {runtime: round(q.logits_snr(path, snr_images, reference, runtime, args.threads), 3)
                for runtime in q.RUNTIMES}

@@ -182,12 +182,12 @@ def preview(analysis, channel_plan, input_size, layer_macs=None):
 
 def plan_ranks(model, method, recommendation=None, ratio=None, layer_ranks=None):
     """``(ranks, vbmf_ranks)`` per layer for a decomposition request, as its compress_model picks them."""
-    from models.compression import decompose
+    from models.compression import decompose_ranks
 
-    recommendation = decompose.check_recommendation(decompose.check_method(method), recommendation)
+    recommendation = decompose_ranks.check_recommendation(decompose_ranks.check_method(method), recommendation)
     if recommendation == "vbmf" and ratio is None:
         ratio = 0.0
-    return decompose.recommend_ranks(model, method, recommendation, ratio=ratio, layer_ranks=layer_ranks)
+    return decompose_ranks.recommend_ranks(model, method, recommendation, ratio=ratio, layer_ranks=layer_ranks)
 
 
 def preview_ranks(model, method, ranks, input_size, vbmf_ranks=None):
@@ -196,18 +196,18 @@ def preview_ranks(model, method, ranks, input_size, vbmf_ranks=None):
     Same ``{"layers", "macs"}`` shape as :func:`preview`, with ``ranks`` / ``vbmf_ranks`` /
     ``full_ranks`` on the layers concerned.
     """
-    from models.compression import decompose
+    from models.compression import decompose_ranks
 
-    geometry = decompose.layer_geometry(model, input_size)
+    geometry = decompose_ranks.layer_geometry(model, input_size)
     layers = {name: {"macs": [value, value]} for name, value in report.layer_macs(model, input_size).items()}
     decomposed = 0
     for name, rank in ranks.items():
         if name not in geometry or name not in layers:
             continue
         module = model.get_submodule(name)
-        before, after = decompose.layer_macs_for_rank(module, method, rank, geometry[name])
+        before, after = decompose_ranks.layer_macs_for_rank(module, method, rank, geometry[name])
         entry = layers[name]
-        entry.update(ranks=rank, full_ranks=decompose.layer_full_rank(module, method))
+        entry.update(ranks=rank, full_ranks=decompose_ranks.layer_full_rank(module, method))
         if vbmf_ranks and name in vbmf_ranks:
             entry["vbmf_ranks"] = vbmf_ranks[name]
         if after < before:

@@ -11,9 +11,9 @@ Methods, named as NetsPresso names them:
 How many channels each layer loses comes from the ``slamp`` recommendation (a global
 ranking of structured LAMP scores reaching an overall ``ratio``), from per-layer ratios
 (``manual``), or from a budget (``target_macs`` / ``target_latency``, see
-:mod:`models.compression.budget`). Coupled channels are pruned as one group (see
-:mod:`models.compression.graph`), and the model's outputs keep their shapes, so the exported
-head still composes.
+:mod:`models.compression.budget` and :mod:`models.compression.latency`). Coupled channels are
+pruned as one group (see :mod:`models.compression.graph`), and the model's outputs keep their
+shapes, so the exported head still composes.
 """
 import copy
 import logging
@@ -21,8 +21,9 @@ import logging
 import torch
 
 from models.compression import budget as budget_lib
+from models.compression import checks
 from models.compression import graph as graph_lib
-from models.compression import importance, recommend, report
+from models.compression import importance, latency, recommend, report
 from utils.cli import first_line
 from utils.errors import CompressionError
 
@@ -33,26 +34,18 @@ RECOMMENDATIONS = ("slamp", "manual")
 
 
 def check_method(method):
-    name = str(method).strip().upper()
-    if name not in METHODS:
-        raise CompressionError(f"unknown compression method '{method}': use one of {', '.join(METHODS)}")
-    return name
+    return checks.check_method(method, METHODS, "compression")
 
 
 def check_recommendation(method, recommendation):
     """Default: ``slamp`` for PR_L2/PR_GM, explicit indices (``manual``) for PR_ID."""
-    if recommendation in (None, ""):
-        return "manual" if method == "PR_ID" else "slamp"
-    name = str(recommendation).strip().lower()
-    if name == "vbmf":
-        raise CompressionError(f"vbmf recommends decomposition ranks (FD_TK, FD_SVD), not pruning ({method}): "
-                               "use --recommendation slamp or manual, or --method FD_TK / FD_SVD")
-    if name not in RECOMMENDATIONS:
-        raise CompressionError(f"unknown recommendation '{recommendation}': use one of {', '.join(RECOMMENDATIONS)}")
-    if method == "PR_ID" and name != "manual":
-        raise CompressionError("PR_ID removes the channel indices you list (--indices FILE); "
-                               "it takes no recommendation: drop --recommendation or use manual")
-    return name
+    refused = {"vbmf": f"vbmf recommends decomposition ranks (FD_TK, FD_SVD), not pruning ({method}): "
+                       "use --recommendation slamp or manual, or --method FD_TK / FD_SVD"}
+    if method == "PR_ID":
+        refused["slamp"] = ("PR_ID removes the channel indices you list (--indices FILE); "
+                            "it takes no recommendation: drop --recommendation or use manual")
+    return checks.check_recommendation(method, recommendation, RECOMMENDATIONS,
+                                       "manual" if method == "PR_ID" else "slamp", refused)
 
 
 def _outputs(out):
@@ -91,9 +84,9 @@ def check_request(method, recommendation=None, ratio=None, layer_ratios=None, la
             raise CompressionError(f"{flag} replaces --ratio: give one of them")
         value = target_macs if target_macs is not None else target_latency
         budget = {"kind": "macs" if target_macs is not None else "latency",
-                  "fraction": budget_lib.check_budget(value, flag)}
+                  "fraction": checks.check_budget(value, flag)}
         if budget["kind"] == "latency":
-            budget["runtime"] = budget_lib.check_runtime(runtime)
+            budget["runtime"] = latency.check_runtime(runtime)
     elif recommendation == "slamp":
         ratio = recommend.check_ratio(ratio)
     elif method == "PR_ID" and not layer_indices:
@@ -169,7 +162,7 @@ def compress_model(model, method="PR_L2", recommendation=None, ratio=None, layer
             also the size at which budgets are counted and timed).
         device: where tracing, importance, pruning and latency measurement run; the result is
             returned on the CPU.
-        images: preprocessed ``3xHxW`` tensors for ``PR_NN`` (e.g. from :func:`tools.custom.input_transform`).
+        images: preprocessed ``3xHxW`` tensors for ``PR_NN`` (e.g. from :func:`utils.images.input_transform`).
         target_macs: keep at most this fraction of the MACs (instead of ``ratio``).
         target_latency: keep at most this fraction of the measured latency (instead of ``ratio``).
         runtime: ``onnxruntime`` or ``eager``: what ``target_latency`` is measured with.
@@ -257,7 +250,7 @@ def _latency_plan(original, estimator, groups, squared, selections, budget, roun
         pruned = _pruned_copy(original, {names[gi]: idxs for gi, idxs in plan.items()}, example, shapes_before)
         return pruned, plan, achieved
 
-    found = budget_lib.search_latency(build, budget["fraction"], original, budget["runtime"], device, input_size,
+    found = latency.search_latency(build, budget["fraction"], original, budget["runtime"], device, input_size,
                                       threads, lowest_fraction, max_trials=max_trials)
     return found.plan, {"kind": "latency", "asked": budget["fraction"], "achieved": found.ratio,
                         "runtime": budget["runtime"], "threads": int(threads or torch.get_num_threads()),

@@ -11,14 +11,10 @@ that onnxruntime and OpenVINO both execute with int8 kernels:
 ``openvino``     NNCF ``nncf.quantize`` on the ONNX model (its ONNX backend): NNCF's
                  statistics, bias correction and per-channel int8 weights.
 
-fp16 (:func:`convert_fp16`) is onnxruntime's float16 converter (inputs/outputs kept float32).
+fp16 (:func:`convert_fp16`) is onnxruntime's float16 converter (inputs/outputs kept float32);
+:func:`fp16_unsupported_reason` says whether a device computes it faster than fp32.
 
-Mixed precision, offline (NetsPresso's "recommend"): :func:`layer_sensitivity` quantizes one
-weighted layer at a time and measures the SNR of the main logits against fp32;
-:func:`recommend_float_layers` then keeps the most sensitive layers in float until the whole
-model's logits reach the requested SNR. Sensitivity is always measured with onnxruntime
-(one calibration, cached, then one cheap quantization per layer); the final model is made by
-the chosen engine with those layers excluded.
+Mixed precision (which layers stay float) is :mod:`models.deploy.mixed_precision`.
 """
 import contextlib
 import io
@@ -45,14 +41,6 @@ CALIBRATIONS = {"minmax": ("MinMax", {}), "moving-average": ("MinMax", {"CalibMo
 # Measured on the demo's trained PIDNet-S, 64 calibration images (benchmarks/RESULTS.md):
 # int8 mIoU -0.11 points with moving-average, -3.6 with minmax, -4.5 with percentile.
 DEFAULT_CALIBRATION = "moving-average"
-# The operators that carry quantization error in a QDQ PIDNet (weights and/or activations):
-# the units of the sensitivity analysis and of mixed precision. Conv alone is not enough:
-# int8 Add/Mul/Concat/Resize outputs cost PIDNet-S as much logits SNR as all its convs.
-LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul", "Concat", "Resize",
-             "BatchNormalization", "Sigmoid", "AveragePool", "GlobalAveragePool", "MaxPool")
-# SNR requests outside this range are typos: 0 dB is noise as loud as the signal, and fp32
-# rounding of two computation orders already stops near 100-140 dB.
-MIN_SNR_RANGE = (1.0, 80.0)
 
 
 # --------------------------------------------------------------------------- checks
@@ -71,26 +59,6 @@ def load_segmenter_onnx(path, num_classes=None):
 
     info = describe_onnx(path, num_classes)
     return onnx.load(os.fspath(path)), info.input_name, info.output_name
-
-
-def quantizable_layers(model, calibrated=None):
-    """Names of the nodes of ``model`` that int8 quantization touches, in graph order.
-
-    ``calibrated`` (tensor names with a calibration range) drops the nodes that compute
-    integer shapes (the Concat/Mul of Resize sizes), which are never quantized.
-    """
-    return [node.name for node in model.graph.node if node.op_type in LAYER_OPS
-            and (calibrated is None or all(name in calibrated for name in node.output))]
-
-
-def check_min_snr(value):
-    from utils.errors import ConfigError
-
-    low, high = MIN_SNR_RANGE
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
-        raise ConfigError(f"--min-snr {value} is out of range: give a logits SNR in dB between {low:g} "
-                          f"and {high:g} (int8 PIDNet typically reaches 20-35 dB)")
-    return float(value)
 
 
 # --------------------------------------------------------------------------- running
@@ -157,8 +125,10 @@ class _ArrayReader:
 
 # uint8 activations, int8 per-channel weights: the pairing that OpenVINO executes with the same
 # result as onnxruntime (int8 activations lost ~10 dB of logits SNR there on PIDNet-S).
-def _ort_quantize(fp32_path, out_path, images, input_name, exclude=(), only=None, cache_path=None,
-                  calibration=DEFAULT_CALIBRATION):
+def ort_quantize(fp32_path, out_path, images, input_name, exclude=(), only=None, cache_path=None,
+                 calibration=DEFAULT_CALIBRATION):
+    """onnxruntime's static QDQ quantization of ``fp32_path`` -> ``out_path``: ``only`` / ``exclude``
+    name the nodes quantized / kept float, ``cache_path`` a calibration-range cache to reuse."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static
 
@@ -225,11 +195,37 @@ def quantize_int8(fp32_path, out_path, images, engine="onnxruntime", exclude=(),
         raise ModelError("no calibration images: int8 quantization needs at least one")
     _, input_name, _ = load_segmenter_onnx(fp32_path)
     if engine == "onnxruntime":
-        _ort_quantize(fp32_path, out_path, images, input_name, exclude=exclude, cache_path=cache_path,
-                      calibration=calibration)
+        ort_quantize(fp32_path, out_path, images, input_name, exclude=exclude, cache_path=cache_path,
+                     calibration=calibration)
     else:
         _nncf_quantize(fp32_path, out_path, images, input_name, exclude=exclude)
     return os.fspath(out_path)
+
+
+def fp16_unsupported_reason(device):
+    """Why fp16 cannot run fast on ``device`` here, or None when it can.
+
+    On CPU, fp16 arithmetic needs native fp16 units (OpenVINO reports ``FP16`` among the CPU's
+    optimization capabilities); elsewhere the runtimes convert every layer back to fp32, which is
+    slower than fp32. On CUDA it needs onnxruntime's CUDA provider.
+    """
+    if device.type == "cuda":
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            return ("fp16 on CUDA runs through onnxruntime's CUDA provider, which this onnxruntime lacks: "
+                    "pip install onnxruntime-gpu, or use --precision int8 on the CPU")
+        return None
+    try:
+        import openvino as ov
+
+        capabilities = list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    except (ImportError, RuntimeError) as exc:
+        return f"cannot query this CPU's fp16 support ({exc}): use --precision int8"
+    if "FP16" in capabilities:
+        return None
+    return (f"this CPU has no native fp16 arithmetic (capabilities {', '.join(capabilities)}), so an fp16 model "
+            "would run slower than fp32: use --precision int8, or --device cuda on a GPU machine")
 
 
 def convert_fp16(fp32_path, out_path):
@@ -245,79 +241,6 @@ def convert_fp16(fp32_path, out_path):
     half = convert_float_to_float16(model, keep_io_types=True)
     onnx.save(half, os.fspath(out_path))
     return os.fspath(out_path)
-
-
-# --------------------------------------------------------------------------- mixed precision
-
-def calibrate_ranges(fp32_path, images, workdir, calibration=DEFAULT_CALIBRATION):
-    """Calibrate every tensor of ``fp32_path`` once (onnxruntime MinMax) into ``workdir``'s range
-    cache; returns the cache path and the names of the calibrated (float) tensors."""
-    from onnxruntime.quantization.calibrate import load_tensors_data
-
-    _, input_name, _ = load_segmenter_onnx(fp32_path)
-    cache = os.path.join(workdir, "calibration_ranges.json")
-    if not os.path.isfile(cache):
-        _ort_quantize(fp32_path, os.path.join(workdir, "all_layers.onnx"), images, input_name, cache_path=cache,
-                      calibration=calibration)
-    return cache, set(load_tensors_data(cache))
-
-
-def layer_sensitivity(fp32_path, images, eval_images, reference, workdir, layers=None, threads=None,
-                      progress=None, calibration=DEFAULT_CALIBRATION):
-    """``{layer: SNR dB}`` of the logits when only that layer is int8 (onnxruntime QDQ).
-
-    One calibration over ``images`` (:func:`calibrate_ranges`), then one quantization per layer
-    (``layers`` defaults to every :func:`quantizable_layers`), each run on ``eval_images`` and
-    compared with ``reference`` (their fp32 logits).
-    """
-    model, input_name, _ = load_segmenter_onnx(fp32_path)
-    cache, calibrated = calibrate_ranges(fp32_path, images, workdir, calibration)
-    layers = quantizable_layers(model, calibrated) if layers is None else list(layers)
-    result = {}
-    for index, name in enumerate(layers):
-        path = os.path.join(workdir, "one_layer.onnx")
-        _ort_quantize(fp32_path, path, images, input_name, only=[name], cache_path=cache, calibration=calibration)
-        result[name] = logits_snr(path, eval_images, reference, threads=threads)
-        if progress:
-            progress(index + 1, len(layers), name, result[name])
-    return result
-
-
-def recommend_float_layers(sensitivity, snr_with, min_snr):
-    """The fewest most-sensitive layers to keep in float so that ``snr_with(excluded) >= min_snr``.
-
-    ``sensitivity`` maps layer -> SNR when alone quantized (lower = more sensitive);
-    ``snr_with(list_of_layers)`` quantizes everything else and returns the logits SNR. Layers
-    are excluded in order of sensitivity: the count doubles until the target is met, then a
-    bisection finds the smallest count (SNR grows almost monotonically with the count, and this
-    needs O(log n) quantizations instead of n).
-
-    Returns ``(excluded_layers, snr, trials)`` where ``trials`` is ``[(count, snr), ...]``.
-    When even all layers in float cannot reach the target (impossible for an exact fp32
-    fallback), all layers are returned with the SNR reached.
-    """
-    order = sorted(sensitivity, key=lambda name: (sensitivity[name], name))
-    trials = {}
-
-    def measure(count):
-        if count not in trials:
-            trials[count] = snr_with(order[:count])
-        return trials[count]
-
-    if measure(0) >= min_snr:
-        return [], trials[0], sorted(trials.items())
-    low, high = 0, 1
-    while high < len(order) and measure(high) < min_snr:
-        low, high = high, min(2 * high, len(order))
-    if measure(high) < min_snr:
-        return order[:high], trials[high], sorted(trials.items())
-    while high - low > 1:
-        middle = (low + high) // 2
-        if measure(middle) >= min_snr:
-            high = middle
-        else:
-            low = middle
-    return order[:high], trials[high], sorted(trials.items())
 
 
 # --------------------------------------------------------------------------- output folder

@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
+from models.deploy import mixed_precision as mp
 from models.deploy import quantize as q
 from utils.errors import CheckpointError, ConfigError, ModelError
 
@@ -84,12 +85,12 @@ def test_mixed_keeps_sensitive_layers_in_float_and_raises_snr(setup, tmp_path):
     fp32, calib, evals, reference = setup
     full = q.logits_snr(q.quantize_int8(fp32, tmp_path / "full.onnx", calib), evals, reference, threads=1)
     model, _, _ = q.load_segmenter_onnx(fp32)
-    _, calibrated = q.calibrate_ranges(fp32, calib, str(tmp_path))
-    layers = q.quantizable_layers(model, calibrated)
-    assert len(layers) < len(q.quantizable_layers(model))  # shape arithmetic is not a layer
+    _, calibrated = mp.calibrate_ranges(fp32, calib, str(tmp_path))
+    layers = mp.quantizable_layers(model, calibrated)
+    assert len(layers) < len(mp.quantizable_layers(model))  # shape arithmetic is not a layer
     # A dozen layers keep the test short; the first and last ones are classically sensitive.
     chosen = layers[:6] + layers[-6:]
-    sensitivity = q.layer_sensitivity(fp32, calib, evals, reference, str(tmp_path), layers=chosen, threads=1)
+    sensitivity = mp.layer_sensitivity(fp32, calib, evals, reference, str(tmp_path), layers=chosen, threads=1)
     assert set(sensitivity) == set(chosen) and all(s > full - 1.0 for s in sensitivity.values())
 
     def snr_with(excluded):
@@ -99,7 +100,7 @@ def test_mixed_keeps_sensitive_layers_in_float_and_raises_snr(setup, tmp_path):
     best = snr_with(chosen)  # all twelve in float: the most the search can reach here
     assert best > full
     target = (full + best) / 2
-    excluded, snr, trials = q.recommend_float_layers(sensitivity, snr_with, target)
+    excluded, snr, trials = mp.recommend_float_layers(sensitivity, snr_with, target)
     assert len(excluded) >= 1 and snr >= target > full
     assert excluded == sorted(sensitivity, key=lambda n: (sensitivity[n], n))[:len(excluded)]
     assert dict(trials)[len(excluded)] == snr
@@ -113,29 +114,23 @@ def test_recommend_float_layers_finds_the_smallest_count():
         calls.append(len(excluded))
         return 10.0 + len(excluded)  # monotonic: 7 layers reach 17 dB
 
-    excluded, snr, _ = q.recommend_float_layers(sensitivity, snr_with, 17.0)
+    excluded, snr, _ = mp.recommend_float_layers(sensitivity, snr_with, 17.0)
     assert excluded == [f"l{i}" for i in range(7)] and snr == 17.0
     assert len(calls) <= 8  # doubling + bisection, not one trial per layer
-    assert q.recommend_float_layers(sensitivity, snr_with, 5.0)[0] == []
-    everything, reached, _ = q.recommend_float_layers(sensitivity, snr_with, 79.0)
+    assert mp.recommend_float_layers(sensitivity, snr_with, 5.0)[0] == []
+    everything, reached, _ = mp.recommend_float_layers(sensitivity, snr_with, 79.0)
     assert len(everything) == 20 and reached == 30.0
 
 
-def test_bad_onnx_files_are_clear_errors(tmp_path):
+def test_bad_onnx_files_are_clear_errors(tmp_path, vector_onnx):
     with pytest.raises(CheckpointError, match="ONNX file not found: .*missing.onnx"):
         q.load_segmenter_onnx(tmp_path / "missing.onnx")
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"\x08\x07not a protobuf at all" * 10)
     with pytest.raises(CheckpointError, match="corrupt.onnx is not a readable ONNX model"):
         q.load_segmenter_onnx(corrupt)
-    vector = onnx.helper.make_graph(
-        [onnx.helper.make_node("Relu", ["x"], ["y"])], "vector",
-        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 10])],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 10])])
-    path = tmp_path / "vector.onnx"
-    onnx.save(onnx.helper.make_model(vector), path)
     with pytest.raises(ModelError, match=r"takes input 'x' of shape \[1, 10\]: a segmenter"):
-        q.load_segmenter_onnx(path)
+        q.load_segmenter_onnx(vector_onnx)
 
 
 def test_wrong_class_count_and_snr_range(trained_tiny):
@@ -143,7 +138,7 @@ def test_wrong_class_count_and_snr_range(trained_tiny):
         q.load_segmenter_onnx(trained_tiny["onnx"], 11)
     for bad in (0.0, 200.0, float("nan")):
         with pytest.raises(ConfigError, match="--min-snr .* out of range"):
-            q.check_min_snr(bad)
+            mp.check_min_snr(bad)
 
 
 def test_atomic_dir_leaves_nothing_on_failure(tmp_path):

@@ -29,16 +29,6 @@ def _tiny_models_one_thread(one_thread):
     yield
 
 
-@pytest.fixture(scope="module")
-def tiny_body(tmp_path_factory):
-    torch.manual_seed(0)
-    body, head = export_pidnet(PIDNet(m=2, n=3, planes=8, ppm_planes=16, head_planes=16, num_classes=5).eval())
-    folder = tmp_path_factory.mktemp("tiny")
-    atomic_save(body, folder / "model_modelfx.pt")
-    atomic_save(head, folder / "model_headfx.pt")
-    return str(folder / "model_modelfx.pt"), str(folder / "model_headfx.pt")
-
-
 def _cli(module, argv, capsys):
     code = run_main(module.main, module.get_args_parser().parse_intermixed_args(argv))
     return code, capsys.readouterr()

@@ -10,8 +10,6 @@ import torch
 import tools.compress as compress
 from models.checkpoint import load_module_file
 from models.compression.report import count_macs
-from models.netspresso import export_pidnet
-from models.pidnet import PIDNet
 from utils.cli import run_main
 from utils.io import atomic_save
 
@@ -21,15 +19,6 @@ FAST = ["--trace-size", "64", "64", "--input-size", "64", "128"]
 @pytest.fixture(autouse=True)
 def _tiny_models_one_thread(one_thread):
     yield
-
-
-@pytest.fixture(scope="module")
-def tiny_body(tmp_path_factory):
-    torch.manual_seed(0)
-    body, _ = export_pidnet(PIDNet(m=2, n=3, planes=8, ppm_planes=16, head_planes=16, num_classes=5).eval())
-    path = tmp_path_factory.mktemp("tiny") / "model_modelfx.pt"
-    atomic_save(body, path)
-    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +38,7 @@ def _cli(argv, capsys):
 
 def test_pr_nn_reads_the_images_folder(tiny_body, images_dir, tmp_path, capsys):
     out = tmp_path / "nn.pt"
-    code, io = _cli(["--model", tiny_body, "--method", "PR_NN", "--images", str(images_dir), "--num-images", "2",
+    code, io = _cli(["--model", tiny_body[0], "--method", "PR_NN", "--images", str(images_dir), "--num-images", "2",
                      "--ratio", "0.4", "--output", str(out)] + FAST, capsys)
     assert code == 0, io.err
     report = json.loads((tmp_path / "nn.json").read_text())
@@ -59,12 +48,12 @@ def test_pr_nn_reads_the_images_folder(tiny_body, images_dir, tmp_path, capsys):
 
 def test_target_macs_is_a_complete_command(tiny_body, tmp_path, capsys):
     out = tmp_path / "m.pt"
-    code, io = _cli(["--model", tiny_body, "--method", "PR_L2", "--target-macs", "0.55", "--output", str(out)]
+    code, io = _cli(["--model", tiny_body[0], "--method", "PR_L2", "--target-macs", "0.55", "--output", str(out)]
                     + FAST, capsys)
     assert code == 0, io.err
     report = json.loads((tmp_path / "m.json").read_text())
     pruned = load_module_file(str(out), what="model")
-    kept = count_macs(pruned, (64, 128)) / count_macs(load_module_file(tiny_body, what="model"), (64, 128))
+    kept = count_macs(pruned, (64, 128)) / count_macs(load_module_file(tiny_body[0], what="model"), (64, 128))
     assert 0.98 * 0.55 <= kept <= 0.55
     assert report["budget"] == {"kind": "macs", "asked": 0.55, "achieved": pytest.approx(kept),
                                 "input_size": [64, 128], "macs_kept": pytest.approx(kept)}
@@ -99,7 +88,7 @@ def test_target_latency_end_to_end(runtime, trials, tiny_body, tmp_path, capsys)
     """Reports measured times. Speed is not asserted: on a busy machine a tiny body's timings are
     noise, so the search may also end with its one-line refusal, which is checked instead."""
     out = tmp_path / "l.pt"
-    code, io = _cli(["--model", tiny_body, "--target-latency", "0.9", "--runtime", runtime, "--threads", "1",
+    code, io = _cli(["--model", tiny_body[0], "--target-latency", "0.9", "--runtime", runtime, "--threads", "1",
                      "--latency-trials", str(trials), "--output", str(out), "--trace-size", "64", "64",
                      "--input-size", "96", "192"], capsys)
     if code != 0:
@@ -142,7 +131,7 @@ def test_bad_budgets_and_images_are_one_line(tiny_body, tmp_path, capsys, argv, 
     (tmp_path / "BROKEN" / "x.png").write_bytes(b"not a png")
     argv = [str(tmp_path / a) if a in ("EMPTY", "BROKEN", "MISSING") else a for a in argv]
     output = tmp_path / "out.pt"
-    code, io = _cli(["--model", tiny_body, "--output", str(output)] + argv + FAST, capsys)
+    code, io = _cli(["--model", tiny_body[0], "--output", str(output)] + argv + FAST, capsys)
     assert code == 2
     lines = [line for line in io.err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and re.search(match, lines[0]), io.err

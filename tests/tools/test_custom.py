@@ -64,16 +64,6 @@ def test_official_flags_and_long_aliases_parse():
                                                                                       "o", 2)
 
 
-def test_to_bgr8_handles_gray_rgba_16bit_float():
-    gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
-    assert custom.to_bgr8(gray).shape == (3, 4, 3)
-    rgba = np.dstack([gray, gray + 1, gray + 2, np.zeros_like(gray)])
-    np.testing.assert_array_equal(custom.to_bgr8(rgba), rgba[:, :, :3])
-    deep = np.full((3, 4, 3), 65535, np.uint16)
-    assert custom.to_bgr8(deep).dtype == np.uint8 and custom.to_bgr8(deep).max() == 255
-    assert custom.to_bgr8(np.full((3, 4), 0.5, np.float32)).max() == 128
-
-
 def test_folder_matches_official_pipeline_at_input_size(tmp_path, checkpoint):
     path, model = checkpoint
     rng = np.random.default_rng(0)

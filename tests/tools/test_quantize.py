@@ -85,11 +85,11 @@ def test_calib_dir_and_openvino_engine(trained_tiny, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_mixed_keeps_layers_in_float_and_reaches_target(trained_tiny, tmp_path, capsys, monkeypatch):
-    from models.deploy import quantize as q
+    from models.deploy import mixed_precision as mp
 
     # The sensitivity of every node takes minutes on CI: measure a dozen (first and last ones).
-    real = q.quantizable_layers
-    monkeypatch.setattr(q, "quantizable_layers", lambda model, calibrated=None: (
+    real = mp.quantizable_layers
+    monkeypatch.setattr(mp, "quantizable_layers", lambda model, calibrated=None: (
         lambda names: names[:6] + names[-6:])(real(model, calibrated)))
     code, _, err = cli(base(trained_tiny, tmp_path / "plain", "--calibration", "minmax"), capsys)
     assert code == 0, err
@@ -119,7 +119,9 @@ def test_fp16_where_the_cpu_has_it_and_error_where_not(trained_tiny, tmp_path, c
     assert not (tmp_path / "no").exists()
     monkeypatch.setattr(Core, "capabilities", ["FP32", "FP16", "INT8"])
     monkeypatch.undo()  # the real Core is needed below to run the model with OpenVINO
-    monkeypatch.setattr(quantize, "fp16_unsupported_reason", lambda device: None)
+    from models.deploy import quantize as q
+
+    monkeypatch.setattr(q, "fp16_unsupported_reason", lambda device: None)
     code, out, err = cli(base(trained_tiny, tmp_path / "yes", "--precision", "fp16"), capsys)
     assert code == 0, err
     assert sorted(os.listdir(tmp_path / "yes")) == ["model_fp16.onnx", "quantize_report.json"]
@@ -154,18 +156,6 @@ def _corrupt(tmp_path):
     return path
 
 
-def _not_segmenter(tmp_path):
-    import onnx
-
-    graph = onnx.helper.make_graph(
-        [onnx.helper.make_node("Relu", ["x"], ["y"])], "vector",
-        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 10])],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 10])])
-    path = tmp_path / "vector.onnx"
-    onnx.save(onnx.helper.make_model(graph), path)
-    return path
-
-
 @pytest.mark.parametrize("case, pattern", [
     ("missing onnx", r"ONNX file not found: .*missing\.onnx"),
     ("corrupt onnx", r"corrupt\.onnx is not a readable ONNX model"),
@@ -181,7 +171,7 @@ def _not_segmenter(tmp_path):
     ("no model", r"nothing to quantize"),
     ("output exists", r"--output-dir .* already exists"),
 ])
-def test_bad_input_is_one_line_and_leaves_nothing(case, pattern, trained_tiny, tmp_path, capsys):
+def test_bad_input_is_one_line_and_leaves_nothing(case, pattern, trained_tiny, tmp_path, capsys, request):
     out_dir = tmp_path / "q"
     args = base(trained_tiny, out_dir)
     onnx_at = args.index("--onnx") + 1
@@ -190,7 +180,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(case, pattern, trained_tiny, t
     elif case == "corrupt onnx":
         args[onnx_at] = _corrupt(tmp_path)
     elif case == "not a segmenter":
-        args[onnx_at] = _not_segmenter(tmp_path)
+        args[onnx_at] = request.getfixturevalue("vector_onnx")
     elif case == "wrong classes":
         args += ["DATASET.NUM_CLASSES", "11"]
     elif case == "empty calib dir":

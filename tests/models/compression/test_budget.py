@@ -8,6 +8,7 @@ import torch
 from models.compression import budget as budget_lib
 from models.compression import compress_model
 from models.compression import graph as graph_lib
+from models.compression import latency as latency_lib
 from models.compression.report import count_macs
 from utils.errors import CompressionError
 
@@ -96,28 +97,28 @@ def _trial(macs, ratio):
 
 def test_next_fraction_solves_the_line_and_stays_in_the_bracket():
     # latency = 0.2 + 0.8 * macs: from (0.5, 0.6) and (1, 1) the budget 0.4 needs macs 0.25
-    assert budget_lib._next_fraction([_trial(0.5, 0.6)], 0.4, 0.05) == pytest.approx(0.25)
+    assert latency_lib._next_fraction([_trial(0.5, 0.6)], 0.4, 0.05) == pytest.approx(0.25)
     # no speed-up measured (noise): halve
-    assert budget_lib._next_fraction([_trial(0.5, 1.1)], 0.4, 0.05) == pytest.approx(0.25)
+    assert latency_lib._next_fraction([_trial(0.5, 1.1)], 0.4, 0.05) == pytest.approx(0.25)
     # bracketed: inside (0.2, 0.3)
-    step = budget_lib._next_fraction([_trial(0.3, 0.5), _trial(0.2, 0.3)], 0.4, 0.05)
+    step = latency_lib._next_fraction([_trial(0.3, 0.5), _trial(0.2, 0.3)], 0.4, 0.05)
     assert 0.2 < step < 0.3
-    assert budget_lib._next_fraction([_trial(0.1, 0.9)], 0.4, 0.08) == 0.08  # floor
+    assert latency_lib._next_fraction([_trial(0.1, 0.9)], 0.4, 0.08) == 0.08  # floor
     # a steep extrapolation (one noisy point) is damped to halving
-    assert budget_lib._next_fraction([_trial(0.7, 1.3), _trial(0.35, 0.82)], 0.7, 0.01) == pytest.approx(0.175)
+    assert latency_lib._next_fraction([_trial(0.7, 1.3), _trial(0.35, 0.82)], 0.7, 0.01) == pytest.approx(0.175)
 
 
 def test_search_latency_meets_the_budget_with_a_linear_latency(monkeypatch):
     """With latency = 0.3 + 0.7 * MACs (no noise) the search ends within tolerance below the budget."""
-    monkeypatch.setattr(budget_lib, "make_runner", lambda model, *a, **k: model)
-    monkeypatch.setattr(budget_lib, "time_pair", lambda base, cand, *a, **k: (1.0, 0.3 + 0.7 * cand))
+    monkeypatch.setattr(latency_lib, "make_runner", lambda model, *a, **k: model)
+    monkeypatch.setattr(latency_lib, "time_pair", lambda base, cand, *a, **k: (1.0, 0.3 + 0.7 * cand))
 
     def build(mac_fraction):
         return mac_fraction, {"plan": mac_fraction}, mac_fraction
 
-    found = budget_lib.search_latency(build, 0.6, 1.0, "eager", "cpu", (32, 32), 1, lowest_fraction=0.05)
-    assert 0.6 * (1 - budget_lib.LATENCY_TOLERANCE) <= found.ratio <= 0.6
+    found = latency_lib.search_latency(build, 0.6, 1.0, "eager", "cpu", (32, 32), 1, lowest_fraction=0.05)
+    assert 0.6 * (1 - latency_lib.LATENCY_TOLERANCE) <= found.ratio <= 0.6
     assert found.macs_fraction == pytest.approx((found.ratio - 0.3) / 0.7)
     assert len(found.trials) <= 3
     with pytest.raises(CompressionError, match=r"--target-latency 0.2 was not reached .* lowest measured latency"):
-        budget_lib.search_latency(build, 0.2, 1.0, "eager", "cpu", (32, 32), 1, lowest_fraction=0.05)
+        latency_lib.search_latency(build, 0.2, 1.0, "eager", "cpu", (32, 32), 1, lowest_fraction=0.05)

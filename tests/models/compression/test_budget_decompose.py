@@ -3,7 +3,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from models.compression import budget as budget_lib
+from models.compression import decompose_budget
+from models.compression import latency as latency_lib
 from models.compression.report import count_macs
 from utils.errors import CompressionError
 
@@ -25,7 +26,7 @@ def _adapter(net):
 def test_svd_budget_decomposes_the_low_rank_layer_first():
     net = _adapter(_low_rank_pair())
     total = count_macs(net, (8, 8))
-    planner = budget_lib.RankPlanner(net, "FD_SVD", (8, 8), total)
+    planner = decompose_budget.RankPlanner(net, "FD_SVD", (8, 8), total)
     first = count_macs(net[:1], (8, 8))
     # decomposing layer "1" at its true rank 2 costs 2 * 32 instead of 256 MACs per pixel
     fraction = (first + 64 * 64 + 64 * 256) / total
@@ -40,7 +41,7 @@ def test_decompose_to_budget_lands_within_two_percent(method, fraction):
     net = nn.Sequential(nn.Conv2d(3, 24, 3, padding=1), nn.ReLU(), nn.Conv2d(24, 32, 3, padding=1), nn.ReLU(),
                         nn.Conv2d(32, 32, 1), nn.ReLU(), nn.Conv2d(32, 24, 3, stride=2, padding=1), nn.ReLU(),
                         nn.Conv2d(24, 32, 1)).eval()
-    model, report = budget_lib.decompose_to_budget(net, method, target_macs=fraction, report_sizes=[(16, 16)])
+    model, report = decompose_budget.decompose_to_budget(net, method, target_macs=fraction, report_sizes=[(16, 16)])
     kept = count_macs(model, (16, 16)) / count_macs(net, (16, 16))
     assert 0.98 * fraction <= kept <= fraction
     assert report["budget"] == {"kind": "macs", "asked": fraction, "achieved": pytest.approx(kept),
@@ -54,11 +55,11 @@ def test_decompose_to_budget_lands_within_two_percent(method, fraction):
 def test_decomposition_budget_errors():
     net = _adapter(_low_rank_pair())
     with pytest.raises(CompressionError, match="below what FD_SVD can reach"):
-        budget_lib.decompose_to_budget(net, "FD_SVD", target_macs=0.05, report_sizes=[(8, 8)])
+        decompose_budget.decompose_to_budget(net, "FD_SVD", target_macs=0.05, report_sizes=[(8, 8)])
     with pytest.raises(CompressionError, match="which FD_CP has not"):
-        budget_lib.decompose_to_budget(net, "FD_CP", target_macs=0.5, report_sizes=[(8, 8)])
+        decompose_budget.decompose_to_budget(net, "FD_CP", target_macs=0.5, report_sizes=[(8, 8)])
     with pytest.raises(CompressionError, match=r"--target-latency must be in \(0, 1\)"):
-        budget_lib.decompose_to_budget(net, "FD_SVD", target_latency=1.2, report_sizes=[(8, 8)])
+        decompose_budget.decompose_to_budget(net, "FD_SVD", target_latency=1.2, report_sizes=[(8, 8)])
 
 
 def test_decompose_to_latency_budget_reports_the_measurement(monkeypatch):
@@ -67,10 +68,10 @@ def test_decompose_to_latency_budget_reports_the_measurement(monkeypatch):
 
     net = _adapter(_low_rank_pair())
     total = macs_of(net, (8, 8))
-    monkeypatch.setattr(budget_lib, "make_runner", lambda model, *a, **k: model)
-    monkeypatch.setattr(budget_lib, "time_pair",
+    monkeypatch.setattr(latency_lib, "make_runner", lambda model, *a, **k: model)
+    monkeypatch.setattr(latency_lib, "time_pair",
                         lambda base, cand, *a, **k: (1.0, 0.2 + 0.8 * macs_of(cand, (8, 8)) / total))
-    model, report = budget_lib.decompose_to_budget(net, "FD_SVD", target_latency=0.9, runtime="eager", threads=1,
+    model, report = decompose_budget.decompose_to_budget(net, "FD_SVD", target_latency=0.9, runtime="eager", threads=1,
                                                    report_sizes=[(8, 8)])
     budget = report["budget"]
     assert budget["kind"] == "latency" and budget["asked"] == 0.9 and budget["runtime"] == "eager"

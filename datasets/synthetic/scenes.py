@@ -1,30 +1,16 @@
-"""Synthetic street scenes in the official Cityscapes and CamVid layouts.
+"""Synthetic street scenes drawn in Cityscapes *label IDs* and rendered to RGB.
 
-Each scene is drawn in Cityscapes *label IDs* (void IDs such as 0 unlabeled, 1 ego vehicle,
-3 out of roi, 4 static and 6 ground included, so the 19-class mapping is exercised) and
-rendered to RGB with per-class colours, textures, lane markings, windows, shadows, lighting
-and noise. The CamVid layout gets the same scenes with labels in the CamVid colour coding.
-
-Everything is deterministic: scene ``i`` of split ``s`` depends only on ``(seed, s, i)``
-and the size, so growing ``num_train`` keeps the earlier scenes.
-
-    from datasets.synthetic import generate
-    generate("data/synthetic", num_train=100, num_val=20, size=(512, 256), seed=0)
-
-writes ``data/synthetic/{cityscapes,camvid}/...`` and ``data/synthetic/list/...`` so every
-official config runs with ``DATASET.ROOT data/synthetic/``.
+Each scene is drawn in label IDs (void IDs such as 0 unlabeled, 1 ego vehicle, 3 out of roi,
+4 static and 6 ground included, so the 19-class mapping is exercised) and rendered to RGB with
+per-class colours, textures, lane markings, windows, shadows, lighting and noise. Scene ``i`` of
+split ``s`` depends only on ``(seed, s, i)`` and the size. Writing the scenes in the dataset
+layouts is ``datasets/synthetic/layouts.py``.
 """
-import logging
-import os
-
 import cv2
 import numpy as np
 
-from datasets.camvid import PALETTE as CAMVID_PALETTE
-from datasets.cityscapes import label_lut
+from datasets.synthetic.canvas import Canvas, StreetGeometry, jitter
 from utils.errors import DatasetError
-
-logger = logging.getLogger(__name__)
 
 # Cityscapes label IDs used by the generator.
 UNLABELED, EGO, OUT_OF_ROI, STATIC, GROUND = 0, 1, 3, 4, 6
@@ -32,21 +18,8 @@ ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE = 7, 8, 11, 12, 13, 17
 LIGHT, SIGN, VEGETATION, TERRAIN, SKY = 19, 20, 21, 22, 23
 PERSON, RIDER, CAR, TRUCK, BUS, MOTORCYCLE, BICYCLE = 24, 25, 26, 27, 28, 32, 33
 
-# Cityscapes label ID -> CamVid class index; IDs not listed are void (black in CamVid).
-_TO_CAMVID = {ROAD: 6, 9: 6, SIDEWALK: 7, BUILDING: 1, WALL: 1, FENCE: 4, POLE: 3, LIGHT: 8,
-              SIGN: 8, VEGETATION: 10, TERRAIN: 10, SKY: 9, PERSON: 5, RIDER: 0, CAR: 2,
-              TRUCK: 2, BUS: 2, MOTORCYCLE: 0, BICYCLE: 0}
-SPLITS = ("train", "val", "test")
-_SPLIT_CODE = {"train": 0, "val": 1, "test": 2, "samples": 3}
-
-
-def camvid_color_lut():
-    """256x3 table: Cityscapes label ID -> CamVid RGB colour (void black)."""
-    lut = np.zeros((256, 3), np.uint8)
-    for label_id, index in _TO_CAMVID.items():
-        lut[label_id] = CAMVID_PALETTE[index]
-    return lut
-
+# Random-stream code of each split: part of the seed of every scene.
+SPLIT_CODE = {"train": 0, "val": 1, "test": 2, "samples": 3}
 
 # Texture amplitude per label ID (fine grain, coarse blotches), for one vectorised pass.
 _FINE = np.full(256, 6.0, np.float32)
@@ -59,85 +32,18 @@ for _ids, _fine, _coarse in (((SKY,), 2.0, 10.0), ((ROAD,), 9.0, 10.0), ((SIDEWA
     _COARSE[list(_ids)] = _coarse
 
 
-def _jitter(rng, color, amount=20):
-    shifts = rng.integers(-amount, amount + 1, size=3).tolist()
-    return tuple(min(max(int(c) + d, 0), 255) for c, d in zip(color, shifts))
-
-
-class _Canvas:
-    """An RGB image and its label-ID map, drawn together."""
-
-    def __init__(self, height, width):
-        self.h, self.w = height, width
-        self.img = np.zeros((height, width, 3), np.uint8)
-        self.lab = np.zeros((height, width), np.uint8)
-
-    def rect(self, x0, y0, x1, y1, color, label):
-        x0, x1 = sorted((int(round(x0)), int(round(x1))))
-        y0, y1 = sorted((int(round(y0)), int(round(y1))))
-        x0, y0 = max(x0, 0), max(y0, 0)
-        if x1 <= x0 or y1 <= y0:
-            return
-        self.img[y0:y1, x0:x1] = color
-        self.lab[y0:y1, x0:x1] = label
-
-    def poly(self, points, color, label):
-        pts = [np.round(np.asarray(points, np.float64)).astype(np.int32)]
-        cv2.fillPoly(self.img, pts, color)
-        cv2.fillPoly(self.lab, pts, int(label))
-
-    def circle(self, cx, cy, radius, color, label, thickness=-1):
-        center, radius = (int(round(cx)), int(round(cy))), max(int(round(radius)), 1)
-        cv2.circle(self.img, center, radius, color, thickness)
-        cv2.circle(self.lab, center, radius, int(label), thickness)
-
-    def ellipse(self, cx, cy, ax, ay, color, label):
-        center = (int(round(cx)), int(round(cy)))
-        axes = (max(int(round(ax)), 1), max(int(round(ay)), 1))
-        cv2.ellipse(self.img, center, axes, 0, 0, 360, color, -1)
-        cv2.ellipse(self.lab, center, axes, 0, 0, 360, int(label), -1)
-
-    def line(self, p0, p1, color, label, thickness):
-        a = (int(round(p0[0])), int(round(p0[1])))
-        b = (int(round(p1[0])), int(round(p1[1])))
-        thickness = max(int(round(thickness)), 1)
-        cv2.line(self.img, a, b, color, thickness)
-        cv2.line(self.lab, a, b, int(label), thickness)
-
-
-class _Scene:
-    """Street geometry: horizon, vanishing point and the ground-plane bands."""
-
-    def __init__(self, rng, height, width):
-        self.rng = rng
-        self.h, self.w = height, width
-        self.horizon = height * rng.uniform(0.36, 0.5)
-        self.vx = width * rng.uniform(0.35, 0.65)
-        # Ground bands by |x - vx| / (y - horizon): road < a <= sidewalk < b <= verge < c.
-        self.a = rng.uniform(0.6, 1.1) * width / height
-        self.b = self.a * rng.uniform(1.4, 2.0)
-        self.c = self.b * rng.uniform(1.05, 1.4)
-
-    def depth(self, y):
-        """Distance below the horizon (the perspective scale of an object standing at y)."""
-        return max(y - self.horizon, 1.0)
-
-    def ground_x(self, t, y, side):
-        return self.vx + side * t * self.depth(y)
-
-
 def _sky_and_buildings(canvas, scene, rng):
     h, w = canvas.h, canvas.w
     ys = np.arange(h, dtype=np.float32)[:, None, None] / max(h - 1, 1)
     if rng.random() < 0.7:
-        top, bottom = _jitter(rng, (60, 120, 200), 25), _jitter(rng, (185, 205, 230), 20)
+        top, bottom = jitter(rng, (60, 120, 200), 25), jitter(rng, (185, 205, 230), 20)
     else:
-        top, bottom = _jitter(rng, (150, 155, 165), 20), _jitter(rng, (205, 205, 210), 15)
+        top, bottom = jitter(rng, (150, 155, 165), 20), jitter(rng, (205, 205, 210), 15)
     gradient = np.asarray(top, np.float32) + (np.asarray(bottom, np.float32) - top) * ys * 1.6
     canvas.img[:] = np.clip(np.broadcast_to(gradient, (h, w, 3)), 0, 255).astype(np.uint8)
     canvas.lab[:] = SKY
     for _ in range(rng.integers(0, 4)):
-        cloud = _jitter(rng, (235, 238, 242), 10)
+        cloud = jitter(rng, (235, 238, 242), 10)
         cx, cy = rng.uniform(0, w), rng.uniform(0, scene.horizon * 0.6)
         for _ in range(rng.integers(2, 5)):
             canvas.ellipse(cx + rng.normal(0, w * 0.03), cy + rng.normal(0, h * 0.01),
@@ -152,10 +58,10 @@ def _sky_and_buildings(canvas, scene, rng):
             _tree_crown(canvas, rng, x + width / 2, top, width * 0.6, (scene.horizon - top) + h * 0.05)
         elif kind < 0.2:  # a wall in front of the sky
             top = scene.horizon - h * rng.uniform(0.02, 0.08)
-            canvas.rect(x, top, x + width, h, _jitter(rng, (150, 145, 140), 25), WALL)
+            canvas.rect(x, top, x + width, h, jitter(rng, (150, 145, 140), 25), WALL)
         else:
             top = h * rng.uniform(0.02, 0.3)
-            color = _jitter(rng, [(120, 110, 100), (170, 160, 140), (95, 95, 105), (180, 120, 90),
+            color = jitter(rng, [(120, 110, 100), (170, 160, 140), (95, 95, 105), (180, 120, 90),
                                   (200, 190, 170)][rng.integers(0, 5)], 20)
             canvas.rect(x, top, x + width, h, color, BUILDING)
             _windows(canvas, rng, x, top, x + width, scene.horizon)
@@ -176,19 +82,19 @@ def _windows(canvas, rng, x0, y0, x1, y1):
     inside = (xx >= x0 + inset) & (xx < x1 - inset)
     mask = inside & ((xx - x0) % pitch_x < pitch_x * fill_x) & ((yy - y0) % pitch_y < pitch_y * fill_y)
     dark = rng.random() < 0.7
-    glass = _jitter(rng, (40, 50, 65) if dark else (170, 190, 210), 15)
+    glass = jitter(rng, (40, 50, 65) if dark else (170, 190, 210), 15)
     region = canvas.img[y0:y1, x0:x1]
     region[mask] = glass
 
 
 def _tree_crown(canvas, rng, cx, top, radius, trunk_height):
-    green = _jitter(rng, (60, 110, 40), 25)
+    green = jitter(rng, (60, 110, 40), 25)
     trunk_w = max(radius * 0.15, 1)
     canvas.rect(cx - trunk_w, top + radius, cx + trunk_w, top + radius + trunk_height,
-                _jitter(rng, (90, 70, 50), 10), VEGETATION)
+                jitter(rng, (90, 70, 50), 10), VEGETATION)
     for _ in range(rng.integers(3, 7)):
         canvas.circle(cx + rng.normal(0, radius * 0.5), top + radius + rng.normal(0, radius * 0.4),
-                      radius * rng.uniform(0.4, 0.8), _jitter(rng, green, 15), VEGETATION)
+                      radius * rng.uniform(0.4, 0.8), jitter(rng, green, 15), VEGETATION)
 
 
 def _ground(canvas, scene, rng):
@@ -216,10 +122,10 @@ def _ground(canvas, scene, rng):
     code[paint] = 6
     verge_label = [TERRAIN, TERRAIN, GROUND, SIDEWALK][rng.integers(0, 4)]
     verge_color = {TERRAIN: (110, 150, 70), GROUND: (120, 105, 85), SIDEWALK: (175, 170, 160)}
-    paving = _jitter(rng, (180, 170, 160), 20)
+    paving = jitter(rng, (180, 170, 160), 20)
     paint_color = (240, 240, 235) if rng.random() < 0.8 else (230, 200, 60)
-    colors = np.array([(0, 0, 0), _jitter(rng, verge_color[verge_label], 15), paving,
-                       _jitter(rng, (205, 205, 200), 10), _jitter(rng, (85, 85, 90), 15),
+    colors = np.array([(0, 0, 0), jitter(rng, verge_color[verge_label], 15), paving,
+                       jitter(rng, (205, 205, 200), 10), jitter(rng, (85, 85, 90), 15),
                        tuple(max(c - 18, 0) for c in paving), paint_color], np.uint8)
     labels = np.array([0, verge_label, SIDEWALK, SIDEWALK, ROAD, SIDEWALK, ROAD], np.uint8)
     ground = code > 0
@@ -233,7 +139,7 @@ def _pole(canvas, scene, rng, y_bottom, side):
     d = scene.depth(y_bottom)
     x = scene.ground_x(rng.uniform(scene.a * 1.1, scene.b * 0.95), y_bottom, side)
     height, width = d * rng.uniform(2.0, 3.2), max(d * 0.03, 1.0)
-    grey = _jitter(rng, (130, 130, 130), 20)
+    grey = jitter(rng, (130, 130, 130), 20)
     canvas.rect(x - width, y_bottom - height, x + width, y_bottom, grey, POLE)
     top = y_bottom - height
     kind = rng.random()
@@ -258,9 +164,9 @@ def _vehicle(canvas, scene, rng, y_bottom):
     lane = rng.uniform(-0.75, 0.75) * scene.a
     cx = scene.vx + lane * d
     kind = rng.random()
-    body = _jitter(rng, [(180, 20, 20), (20, 40, 150), (220, 220, 220), (30, 30, 30),
+    body = jitter(rng, [(180, 20, 20), (20, 40, 150), (220, 220, 220), (30, 30, 30),
                          (120, 120, 125), (200, 160, 20), (20, 110, 60)][rng.integers(0, 7)], 20)
-    glass = _jitter(rng, (45, 60, 75), 10)
+    glass = jitter(rng, (45, 60, 75), 10)
     if kind < 0.78:
         label, width, height = CAR, d * scene.a * 0.5, d * scene.a * 0.35
         canvas.rect(cx - width / 2, y_bottom - height * 0.55, cx + width / 2, y_bottom - height * 0.1,
@@ -273,7 +179,7 @@ def _vehicle(canvas, scene, rng, y_bottom):
     elif kind < 0.9:
         label, width, height = TRUCK, d * scene.a * 0.6, d * scene.a * 0.75
         canvas.rect(cx - width / 2, y_bottom - height, cx + width / 2, y_bottom - height * 0.12,
-                    _jitter(rng, (200, 200, 195), 30), label)
+                    jitter(rng, (200, 200, 195), 30), label)
         canvas.rect(cx - width * 0.35, y_bottom - height * 0.35, cx + width * 0.35,
                     y_bottom - height * 0.12, body, label)
     else:
@@ -294,10 +200,10 @@ def _vehicle(canvas, scene, rng, y_bottom):
 def _person(canvas, scene, rng, y_bottom, x, label=PERSON):
     d = scene.depth(y_bottom)
     height = d * rng.uniform(0.9, 1.2)
-    shirt = _jitter(rng, [(200, 40, 40), (40, 60, 160), (230, 230, 230), (40, 40, 40),
+    shirt = jitter(rng, [(200, 40, 40), (40, 60, 160), (230, 230, 230), (40, 40, 40),
                           (200, 170, 50)][rng.integers(0, 5)], 25)
-    trousers = _jitter(rng, [(40, 40, 60), (90, 70, 50), (30, 30, 30)][rng.integers(0, 3)], 15)
-    skin = _jitter(rng, [(230, 190, 160), (190, 140, 100), (120, 80, 60)][rng.integers(0, 3)], 10)
+    trousers = jitter(rng, [(40, 40, 60), (90, 70, 50), (30, 30, 30)][rng.integers(0, 3)], 15)
+    skin = jitter(rng, [(230, 190, 160), (190, 140, 100), (120, 80, 60)][rng.integers(0, 3)], 10)
     leg = max(height * 0.06, 1.0)
     stride = height * rng.uniform(0.0, 0.12)
     canvas.line((x - stride, y_bottom), (x - leg, y_bottom - height * 0.48), trousers, label, leg * 1.6)
@@ -315,7 +221,7 @@ def _cyclist(canvas, scene, rng, y_bottom):
     x = scene.vx + rng.choice([-1, 1]) * rng.uniform(0.7, 0.95) * scene.a * d
     radius = d * 0.2
     label = BICYCLE if rng.random() < 0.75 else MOTORCYCLE
-    frame = (30, 30, 30) if label == BICYCLE else _jitter(rng, (150, 20, 20), 30)
+    frame = (30, 30, 30) if label == BICYCLE else jitter(rng, (150, 20, 20), 30)
     for wx in (x - radius * 1.3, x + radius * 1.3):
         canvas.circle(wx, y_bottom - radius, radius, (25, 25, 25), label, max(int(radius * 0.25), 1))
     canvas.line((x - radius * 1.3, y_bottom - radius), (x, y_bottom - radius * 2.1), frame, label, radius * 0.2)
@@ -327,7 +233,7 @@ def _fence(canvas, scene, rng, side):
     y0 = scene.horizon + (canvas.h - scene.horizon) * rng.uniform(0.15, 0.4)
     y1 = canvas.h * 1.2
     t = scene.b * 0.98
-    color = _jitter(rng, (160, 140, 120), 25)
+    color = jitter(rng, (160, 140, 120), 25)
     for y in np.linspace(y0, y1, rng.integers(4, 9)):
         d = scene.depth(y)
         x = scene.ground_x(t, y, side)
@@ -373,7 +279,7 @@ def _objects(canvas, scene, rng):
             _cyclist(canvas, scene, rng, y)
         else:  # bins/boxes: Cityscapes 'static' (ignored in training)
             x = scene.ground_x(rng.uniform(scene.a * 1.15, scene.b), y, side)
-            canvas.rect(x - d * 0.15, y - d * 0.4, x + d * 0.15, y, _jitter(rng, (60, 90, 60), 30),
+            canvas.rect(x - d * 0.15, y - d * 0.4, x + d * 0.15, y, jitter(rng, (60, 90, 60), 30),
                         STATIC)
 
 
@@ -382,7 +288,7 @@ def _void_regions(canvas, rng):
     if rng.random() < 0.3:  # ego-vehicle bonnet
         top = h * rng.uniform(0.9, 0.96)
         points = [(0, h), (0, top + h * 0.03), (w * 0.3, top), (w * 0.7, top), (w, top + h * 0.03), (w, h)]
-        canvas.poly(points, _jitter(rng, (40, 40, 45), 15), EGO)
+        canvas.poly(points, jitter(rng, (40, 40, 45), 15), EGO)
     if rng.random() < 0.3:  # rectification border / out of region of interest
         border = max(int(w * 0.01), 1)
         canvas.rect(0, 0, border, h, (0, 0, 0), OUT_OF_ROI)
@@ -390,7 +296,7 @@ def _void_regions(canvas, rng):
     for _ in range(rng.integers(0, 3)):  # unlabeled clutter
         cx, cy = rng.uniform(0, w), rng.uniform(h * 0.4, h)
         canvas.ellipse(cx, cy, w * rng.uniform(0.005, 0.02), h * rng.uniform(0.005, 0.02),
-                       _jitter(rng, (110, 100, 90), 40), UNLABELED)
+                       jitter(rng, (110, 100, 90), 40), UNLABELED)
 
 
 def _finish(canvas, scene, rng):
@@ -425,8 +331,8 @@ def render_scene(rng, width, height):
     """One scene: (RGB uint8 HxWx3, Cityscapes label IDs uint8 HxW)."""
     if width < 16 or height < 16:
         raise DatasetError(f"synthetic scenes need at least 16x16 pixels, got {width}x{height}")
-    canvas = _Canvas(height, width)
-    scene = _Scene(rng, height, width)
+    canvas = Canvas(height, width)
+    scene = StreetGeometry(rng, height, width)
     _sky_and_buildings(canvas, scene, rng)
     _ground(canvas, scene, rng)
     _objects(canvas, scene, rng)
@@ -436,159 +342,5 @@ def render_scene(rng, width, height):
 
 def scene(seed, split, index, size):
     """Scene ``index`` of ``split`` for ``seed`` at ``size`` = (width, height)."""
-    rng = np.random.default_rng([int(seed), _SPLIT_CODE[split], int(index)])
+    rng = np.random.default_rng([int(seed), SPLIT_CODE[split], int(index)])
     return render_scene(rng, int(size[0]), int(size[1]))
-
-
-def _write_bytes(path, payload):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    try:
-        with open(path, "wb") as handle:
-            handle.write(payload)
-    except OSError as exc:
-        raise DatasetError(f"could not write {path}: {exc.strerror}; choose a writable --root") from None
-
-
-def _png(array):
-    ok, payload = cv2.imencode(".png", array)
-    if not ok:
-        raise DatasetError(f"PNG encoding failed for an array of shape {array.shape}")
-    return payload.tobytes()
-
-
-def _write_list(path, lines):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write("".join(line + "\n" for line in lines))
-    os.replace(tmp, path)
-
-
-_TRAIN_IDS = label_lut(255)
-_CAMVID_COLORS = camvid_color_lut()
-
-
-def _make_one(root, seed, split, index, size, layouts):
-    """Render scene ``index`` of ``split`` and write it in every layout; returns list lines."""
-    image, ids = scene(seed, split, index, size)
-    image_png = _png(image[:, :, ::-1])  # encoded once, written to every layout
-    lines = {}
-    stem = f"synth{_SPLIT_CODE[split]}_{index:06d}_000019"
-    name = f"{split}_{index:06d}"
-    if "cityscapes" in layouts:
-        img_rel = f"leftImg8bit/{split}/synth/{stem}_leftImg8bit.png"
-        lab_rel = f"gtFine/{split}/synth/{stem}_gtFine_labelIds.png"
-        _write_bytes(os.path.join(root, "cityscapes", img_rel), image_png)
-        if split == "test":  # official test lists hold images only
-            lines["cityscapes"] = img_rel
-        else:
-            _write_bytes(os.path.join(root, "cityscapes", lab_rel), _png(ids))
-            lines["cityscapes"] = f"{img_rel}\t{lab_rel}"
-    if "camvid" in layouts:
-        _write_bytes(os.path.join(root, "camvid", "images", f"{name}.png"), image_png)
-        _write_bytes(os.path.join(root, "camvid", "labels", f"{name}_L.png"),
-                     _png(_CAMVID_COLORS[ids][:, :, ::-1]))
-        lines["camvid"] = f"images/{name}.png labels/{name}_L.png"
-    if "custom" in layouts:
-        _write_bytes(os.path.join(root, "custom", "images", f"{name}.png"), image_png)
-        _write_bytes(os.path.join(root, "custom", "labels", f"{name}.png"), _png(_TRAIN_IDS[ids]))
-        lines["custom"] = f"custom/images/{name}.png custom/labels/{name}.png"
-    return split, lines
-
-
-MARKER = "SYNTHETIC.txt"
-
-
-def _check_root(root, overwrite):
-    """Refuse to write over a real dataset's lists (e.g. ``--root data/``) unless asked to."""
-    if overwrite or os.path.isfile(os.path.join(root, MARKER)):
-        return
-    list_dir = os.path.join(root, "list")
-    if os.path.isdir(list_dir) and any(files for _, _, files in os.walk(list_dir)):
-        raise DatasetError(f"{root} already holds list files that tools/make_synthetic.py did not write "
-                           f"(no {MARKER}); choose another --root (e.g. data/synthetic) or pass "
-                           "--overwrite to replace them")
-
-
-def generate(root, num_train=100, num_val=20, num_test=None, size=(512, 256), seed=0,
-             layouts=("cityscapes", "camvid"), workers=0, progress=False, overwrite=False):
-    """Write synthetic scenes in the official layouts under ``root``; returns the list paths.
-
-    Args:
-        root: output folder (use it as ``DATASET.ROOT``).
-        num_train, num_val, num_test: scenes per split (``num_test`` defaults to ``num_val``).
-        size: (width, height) of every image.
-        seed: scene ``i`` of a split depends only on (seed, split, i, size).
-        layouts: any of ``'cityscapes'``, ``'camvid'``, ``'custom'`` (images/ + labels/ with
-            the 19 Cityscapes train IDs as class indices, lists in ``list/custom/``).
-        workers: threads rendering and encoding in parallel (0: in this thread); the
-            output does not depend on it.
-        overwrite: allow replacing list files in a ``root`` that this generator did not make.
-
-    Raises:
-        DatasetError: bad counts/size/layout, a real dataset's lists in ``root``, unwritable root.
-    """
-    num_test = num_val if num_test is None else num_test
-    counts = {"train": int(num_train), "val": int(num_val), "test": int(num_test)}
-    if any(n < 0 for n in counts.values()) or counts["train"] + counts["val"] == 0:
-        raise DatasetError(f"scene counts must be >= 0 with some train/val scenes, got {counts}")
-    layouts = tuple(layouts)
-    unknown = set(layouts) - {"cityscapes", "camvid", "custom"}
-    if unknown or not layouts:
-        raise DatasetError(f"unknown synthetic layout(s) {sorted(unknown)}; use cityscapes, camvid, custom")
-    width, height = int(size[0]), int(size[1])
-    if width < 16 or height < 16:
-        raise DatasetError(f"synthetic scenes need at least 16x16 pixels, got {width}x{height}")
-    _check_root(root, overwrite)
-    try:
-        os.makedirs(root, exist_ok=True)
-        _write_list(os.path.join(root, MARKER), [
-            "Synthetic street scenes written by tools/make_synthetic.py (datasets/synthetic.py).",
-            f"seed={seed} size={width}x{height} train={counts['train']} val={counts['val']} "
-            f"test={counts['test']} layouts={','.join(layouts)}"])
-    except OSError as exc:
-        raise DatasetError(f"cannot write to {root}: {exc.strerror}; choose a writable --root") from None
-    jobs = [(split, i) for split in SPLITS for i in range(counts[split])]
-    lists = {layout: {split: [] for split in SPLITS} for layout in layouts}
-
-    def run(job):
-        return _make_one(root, seed, job[0], job[1], (width, height), layouts)
-
-    if workers and workers > 1:
-        from concurrent.futures import ThreadPoolExecutor
-        pool = ThreadPoolExecutor(max_workers=int(workers))
-        results = pool.map(run, jobs)
-    else:
-        pool, results = None, map(run, jobs)
-    try:
-        if progress:
-            from tqdm import tqdm
-            results = tqdm(results, total=len(jobs), desc="synthetic scenes", unit="img")
-        for split, lines in results:
-            for layout, line in lines.items():
-                lists[layout][split].append(line)
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-    # Lists last, atomically: an interrupted run leaves no list pointing at missing files.
-    written = []
-    for layout, splits in lists.items():
-        splits = dict(splits, trainval=splits["train"] + splits["val"])
-        for split, lines in splits.items():
-            if lines:
-                path = os.path.join(root, "list", layout, f"{split}.lst")
-                _write_list(path, lines)
-                written.append(path)
-    logger.info("wrote %d synthetic scenes (%dx%d) to %s", len(jobs), width, height, root)
-    return written
-
-
-def write_samples(out_dir, count=4, size=(512, 256), seed=0):
-    """Plain street-scene images (no labels) for trying the custom-image tool; returns paths."""
-    paths = []
-    for i in range(int(count)):
-        image, _ = scene(seed, "samples", i, size)
-        path = os.path.join(out_dir, f"synthetic_{i:03d}.png")
-        _write_bytes(path, _png(image[:, :, ::-1]))
-        paths.append(path)
-    return paths
