@@ -281,7 +281,7 @@ def test_mac_budget_through_the_console(client):
 
 @pytest.mark.slow
 def test_quantize_the_compressed_result(client, workdir):
-    from utils.console.actions import quantize_available
+    from utils.console.quantize import quantize_available
 
     if not quantize_available() or importlib.util.find_spec("models.deploy") is None:
         pytest.skip("tools/quantize.py not merged")
