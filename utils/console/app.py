@@ -160,13 +160,6 @@ class Console:
                             lambda job: evaluate.run_evaluate(job, self.workspace, body.run, body.config,
                                                               body.dataset_root, runtime))
 
-    def quantize_report(self, name):
-        """The page's view of a ``quantize_report.json`` of the work directory."""
-        if os.path.basename(name) != quantize.QUANTIZE_REPORT:
-            raise ConsoleError(f"'{name}' is not a {quantize.QUANTIZE_REPORT}: pick one written by tools/quantize.py")
-        report = evaluate._read_json(self.workspace.path(name))
-        return quantize.quantize_view(report)
-
 
 def _json_route(model, action):
     """A FastAPI endpoint parsing the body as ``model`` and returning ``action(body)``."""
@@ -234,10 +227,6 @@ def create_app(workdir, allow_pickle_uploads=False, max_upload_mb=512):
                                 ("/api/jobs/quantize", QuantizeRequest, console.quantize),
                                 ("/api/jobs/evaluate", EvaluateRequest, console.evaluate)):
         app.post(path)(_json_route(model, action))
-
-    @app.get("/api/quantize-report/{name:path}")
-    def quantize_report(name: str):
-        return console.quantize_report(name)
 
     @app.get("/api/jobs")
     def jobs():

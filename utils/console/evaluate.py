@@ -59,6 +59,9 @@ def eval_config(workspace, config, dataset_root=""):
 def eval_models(workspace, run):
     """``[(label, kind, file, head)]`` of a compress run: the fp32 body it was made from, the
     compressed body and every quantized ONNX file in the run (``kind``: ``body`` or ``onnx``)."""
+    workspace.folder(run)
+    if not os.path.isfile(workspace.path(f"{run}/compressed.json", must_exist=False)):
+        raise ConsoleError(f"'{run}' is not a compress run (no compressed.json in it): compress a model first")
     report = _read_json(workspace.path(f"{run}/compressed.json"))
     head = f"{run}/model_headfx.pt" if os.path.isfile(workspace.path(f"{run}/model_headfx.pt", False)) else ""
     exported = f"{run}/model_modelfx.pt"

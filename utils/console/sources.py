@@ -7,7 +7,7 @@ import dataclasses
 import logging
 import os
 
-from utils.console.workspace import file_kind
+from utils.console.workspace import CONFIG_EXTENSIONS, file_kind
 from utils.errors import ConsoleError
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,8 @@ def builtin_configs():
 
 
 def config_path(workspace, name):
+    if not name.lower().endswith(CONFIG_EXTENSIONS):
+        raise ConsoleError(f"'{name}' is not a config (.yaml): pick a config from the list")
     if name.startswith(BUILTIN_PREFIX):
         full = os.path.realpath(os.path.join(REPO_ROOT, name[len(BUILTIN_PREFIX):]))
         if os.path.commonpath([full, BUILTIN_CONFIGS]) != BUILTIN_CONFIGS or not os.path.isfile(full):

@@ -127,10 +127,13 @@ class Workspace:
         return os.path.relpath(os.path.realpath(path), self.root).replace(os.sep, "/")
 
     def listing(self):
-        """``{"models": [...], "configs": [...]}`` of the files in the work directory."""
-        models, configs, folders = [], [], []
+        """``{"models", "configs", "image_folders", "dataset_roots"}`` of the work directory
+        (a dataset root is a folder with a ``list/`` folder, as tools/make_synthetic.py writes)."""
+        models, configs, folders, roots = [], [], [], []
         for folder, dirs, files in os.walk(self.root):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            if "list" in dirs and folder != self.root:
+                roots.append({"name": self.relative(folder)})
             images = [n for n in files if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith(".")]
             if images and folder != self.root:
                 folders.append({"name": self.relative(folder), "images": len(images)})
@@ -144,7 +147,8 @@ class Workspace:
                 elif lower.endswith(MODEL_EXTENSIONS):
                     models.append({"name": self.relative(full), "kind": file_kind(full),
                                    "size": os.path.getsize(full)})
-        return {"root": self.root, "models": models, "configs": configs, "image_folders": folders}
+        return {"root": self.root, "models": models, "configs": configs, "image_folders": folders,
+                "dataset_roots": roots}
 
     # ------------------------------------------------------------------ uploads
     def _upload_name(self, filename):
