@@ -228,6 +228,10 @@ def create_app(workdir, allow_pickle_uploads=False, max_upload_mb=512):
                                 ("/api/jobs/evaluate", EvaluateRequest, console.evaluate)):
         app.post(path)(_json_route(model, action))
 
+    @app.get("/api/quantize-report/{name:path}")
+    def quantize_report(name: str):
+        return quantize.read_report(workspace, name)
+
     @app.get("/api/jobs")
     def jobs():
         return {"jobs": console.jobs.jobs()}

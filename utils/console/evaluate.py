@@ -19,6 +19,7 @@ import torch
 
 from utils.console.compress import measure_latency
 from utils.console.sources import config_path
+from utils.console.workspace import QUANTIZE_REPORT
 from utils.errors import ConsoleError
 from utils.io import atomic_write_text
 
@@ -26,7 +27,6 @@ logger = logging.getLogger(__name__)
 
 EVAL_FILE = "eval.json"
 CHART_FILE = "tradeoff.png"
-QUANTIZE_REPORT = "quantize_report.json"
 
 
 def eval_config(workspace, config, dataset_root=""):

@@ -3,6 +3,7 @@ and the page's view of its ``quantize_report.json`` (overall and per-layer SNR, 
 """
 import json
 import logging
+import math
 import os
 import shlex
 import subprocess
@@ -10,12 +11,12 @@ import sys
 import time
 
 from utils.console.sources import REPO_ROOT
+from utils.console.workspace import QUANTIZE_REPORT
 from utils.errors import ConsoleError
 
 logger = logging.getLogger(__name__)
 
 QUANTIZE_TOOL = os.path.join("tools", "quantize.py")
-QUANTIZE_REPORT = "quantize_report.json"
 
 
 def quantize_available():
@@ -38,14 +39,21 @@ def quantize_view(report):
     per runtime, every measured layer's SNR (sensitivity, lowest first) with whether it was kept
     in float, and the ``--mixed`` search (target, reached, trials)."""
     floats = set(report.get("float_layers") or [])
+    # A layer whose int8 version gives the float logits exactly has an infinite SNR: JSON has no
+    # infinity, so the page gets null (shown as "inf").
+
+    def finite(value):
+        return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+
     layers = sorted((report.get("layer_snr_db") or {}).items(), key=lambda item: item[1])
     mixed = report.get("mixed") or None
-    return {"fields": {k: v for k, v in report.items() if v is not None and not isinstance(v, (dict, list))},
-            "overall_snr_db": dict(report.get("logits_snr_db") or {}),
-            "layers": [{"name": name, "snr_db": snr, "float": name in floats} for name, snr in layers],
+    return {"fields": {k: v for k, v in report.items()
+                       if isinstance(v, str) or (not isinstance(v, (dict, list)) and finite(v) is not None)},
+            "overall_snr_db": {k: finite(v) for k, v in (report.get("logits_snr_db") or {}).items()},
+            "layers": [{"name": name, "snr_db": finite(snr), "float": name in floats} for name, snr in layers],
             "float_layers": list(report.get("float_layers") or []),
-            "mixed": None if mixed is None else {"min_snr_db": mixed.get("min_snr_db"),
-                                                 "reached_snr_db": mixed.get("reached_snr_db"),
+            "mixed": None if mixed is None else {"min_snr_db": finite(mixed.get("min_snr_db")),
+                                                 "reached_snr_db": finite(mixed.get("reached_snr_db")),
                                                  "trials": len(mixed.get("trials") or [])},
             "sizes_bytes": dict(report.get("sizes_bytes") or {}), "eval": dict(report.get("eval") or {})}
 
@@ -54,6 +62,20 @@ def _error_line(output):
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]
     return (errors or lines or ["tools/quantize.py failed without a message"])[-1]
+
+
+def read_report(workspace, name):
+    """The view of a ``quantize_report.json`` of the work directory (one a CLI run wrote, too)."""
+    if os.path.basename(name) != QUANTIZE_REPORT:
+        raise ConsoleError(f"'{name}' is not a {QUANTIZE_REPORT}: pick one written by tools/quantize.py")
+    try:
+        with open(workspace.path(name), encoding="utf-8") as handle:
+            report = json.load(handle)
+    except ValueError as exc:
+        raise ConsoleError(f"{name} is not JSON ({exc}): pick one written by tools/quantize.py") from None
+    if not isinstance(report, dict) or "logits_snr_db" not in report:
+        raise ConsoleError(f"{name} has no logits_snr_db: it was not written by tools/quantize.py")
+    return quantize_view(report)
 
 
 def run_quantize(job, workspace, run, calib_dir, input_size, precision, engine, min_snr=None, poll_seconds=0.5):

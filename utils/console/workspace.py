@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 MODEL_EXTENSIONS = (".pt", ".pth", ".pth.tar", ".tar", ".pkl")
 CONFIG_EXTENSIONS = (".yaml", ".yml")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+QUANTIZE_REPORT = "quantize_report.json"  # what tools/quantize.py writes beside its model
 UPLOADS = "uploads"
 IMAGE_UPLOADS = "uploads/images"  # one folder: the image picker offers it to PR_NN and calibration
 RUNS = "runs"
@@ -127,9 +128,9 @@ class Workspace:
         return os.path.relpath(os.path.realpath(path), self.root).replace(os.sep, "/")
 
     def listing(self):
-        """``{"models", "configs", "image_folders", "dataset_roots"}`` of the work directory
-        (a dataset root is a folder with a ``list/`` folder, as tools/make_synthetic.py writes)."""
-        models, configs, folders, roots = [], [], [], []
+        """``{"models", "configs", "image_folders", "dataset_roots", "quantize_reports"}`` of the work
+        directory (a dataset root is a folder with a ``list/`` folder, as tools/make_synthetic.py writes)."""
+        models, configs, folders, roots, reports = [], [], [], [], []
         for folder, dirs, files in os.walk(self.root):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             if "list" in dirs and folder != self.root:
@@ -142,13 +143,15 @@ class Workspace:
                     continue
                 full = os.path.join(folder, name)
                 lower = name.lower()
-                if lower.endswith(CONFIG_EXTENSIONS):
+                if name == QUANTIZE_REPORT:
+                    reports.append({"name": self.relative(full)})
+                elif lower.endswith(CONFIG_EXTENSIONS):
                     configs.append({"name": self.relative(full)})
                 elif lower.endswith(MODEL_EXTENSIONS):
                     models.append({"name": self.relative(full), "kind": file_kind(full),
                                    "size": os.path.getsize(full)})
         return {"root": self.root, "models": models, "configs": configs, "image_folders": folders,
-                "dataset_roots": roots}
+                "dataset_roots": roots, "quantize_reports": reports}
 
     # ------------------------------------------------------------------ uploads
     def _upload_name(self, filename):

@@ -1,6 +1,7 @@
 """The console's evaluate, PR_NN images, VBMF column and quantize report actions, through the HTTP API,
 on a tiny 19-class PIDNet and synthetic val scenes (datasets.synthetic, as tools/make_synthetic.py)."""
 import json
+import math
 import os
 import re
 import shlex
@@ -202,6 +203,10 @@ def test_quantize_report_view_of_a_mixed_precision_report():
                                                                                                   "openvino"}
     assert [layer["name"] for layer in view["layers"]] == sorted(report["layer_snr_db"],
                                                                 key=report["layer_snr_db"].get)
+    snr = report["layer_snr_db"]
+    assert [layer["snr_db"] for layer in view["layers"]] == [snr[n] if math.isfinite(snr[n]) else None
+                                                             for n in sorted(snr, key=snr.get)]
+    assert any(layer["snr_db"] is None for layer in view["layers"])  # lossless layers: infinite SNR
     assert {layer["name"] for layer in view["layers"] if layer["float"]} == set(report["float_layers"])
     assert view["float_layers"] == report["float_layers"] and len(view["float_layers"]) > 0
     assert view["mixed"] == {"min_snr_db": 30.0, "reached_snr_db": report["mixed"]["reached_snr_db"],
@@ -221,3 +226,18 @@ def test_image_uploads_feed_the_image_picker(client, synth):
     table = _ok(client.post("/api/model", json={"model": BODY, "input_size": SIZE, "images": "uploads/images"}))
     assert table["totals"]["nn_images"] == 1
     assert torch.is_tensor(compress_cli.load_images(str(synth / "uploads/images"), 4)[0])
+
+
+def test_quantize_report_of_the_work_directory_through_the_api(client, synth):
+    (synth / "mixed").mkdir()
+    shutil.copy(os.path.join(DATA, "quantize_report_mixed.json"), synth / "mixed" / "quantize_report.json")
+    (synth / "junk").mkdir()
+    (synth / "junk" / "quantize_report.json").write_text("{not json")
+    assert client.get("/api/files").json()["quantize_reports"] == [{"name": "junk/quantize_report.json"},
+                                                                   {"name": "mixed/quantize_report.json"}]
+    view = _ok(client.get("/api/quantize-report/mixed/quantize_report.json"))
+    report = json.loads((synth / "mixed" / "quantize_report.json").read_text())
+    assert view == json.loads(json.dumps(quantize_view(report)))
+    for name, match in (("junk/quantize_report.json", "is not JSON"), (BODY, "is not a quantize_report.json"),
+                        ("%2E%2E/quantize_report.json", "outside the work directory")):
+        assert re.search(match, _error(client.get(f"/api/quantize-report/{name}")))

@@ -16,6 +16,7 @@ function fmt(value, unit = "") {
   return String(Math.round(value * 100) / 100) + (unit ? " " + unit : "");
 }
 
+const db = (value) => (value === null || value === undefined ? "inf" : value.toFixed(1) + " dB");
 const pct = (value) => (value === null || value === undefined ? "-" : (100 * value).toFixed(2) + "%");
 const score = (value) => (value === null || value === undefined ? "-" : value.toFixed(3));
 
@@ -115,6 +116,7 @@ async function refreshFiles(select) {
   const folder = (f) => f.name, folderLabel = (f) => `${f.name} (${f.images} images)`;
   fillSelect($("calib-select"), files.image_folders, folder, folderLabel);
   fillSelect($("images-select"), files.image_folders, folder, folderLabel, "(none)");
+  fillSelect($("qreport-select"), files.quantize_reports, (r) => r.name);
 }
 
 function fillRecommendations() {
@@ -237,6 +239,28 @@ function renderPreview(preview) {
   document.body.dataset.step = "previewed";
 }
 
+// A quantize_report.json as the page shows it (utils/console/quantize.py quantize_view).
+function renderQuantView(view) {
+  const snr = $("quantize-snr");
+  snr.innerHTML = "";
+  for (const [runtime, value] of Object.entries(view.overall_snr_db)) {
+    card(snr, `logits SNR, ${runtime}`, db(value), `snr-${runtime}`);
+  }
+  card(snr, "layers kept in float", String(view.float_layers.length), "float-count");
+  if (view.mixed) card(snr, "min SNR asked / reached", `${view.mixed.min_snr_db} / ${view.mixed.reached_snr_db} dB`);
+  fillTable($("quantize-summary"), [["field", "value"],
+    ...Object.entries(view.fields).map(([k, v]) => [k, typeof v === "number" ? fmt(v) : String(v)]),
+    ...Object.entries(view.sizes_bytes).map(([k, v]) => [`size (${k})`, fmt(v, "B")])]);
+  fillTable($("quantize-layers"), [["layer", "SNR (dB)", "kept in float"],
+    ...view.layers.map((l) => [l.name, l.snr_db === null ? "inf" : l.snr_db.toFixed(2), l.float ? "yes" : ""])],
+  (i) => (view.layers[i].float ? "float" : ""));
+  $("quantize-layers-wrap").hidden = !view.layers.length;
+  $("quantize-layers-note").textContent = view.layers.length ? `${view.layers.length} layers measured` :
+    "no per-layer sensitivity measured: set a min SNR (tools/quantize.py --mixed) to measure every layer";
+  $("quantize-downloads").innerHTML = ""; $("quantize-command").textContent = "";
+  $("quantize-result").hidden = false;
+}
+
 // What a finished job of each kind shows; each returns the step the page is then at.
 const RENDER = {
   compress(result) {
@@ -257,25 +281,9 @@ const RENDER = {
     return "compressed";
   },
   quantize(result) {
-    const view = result.view;
-    const snr = $("quantize-snr");
-    snr.innerHTML = "";
-    for (const [runtime, value] of Object.entries(view.overall_snr_db)) {
-      card(snr, `logits SNR, ${runtime}`, value.toFixed(1) + " dB", `snr-${runtime}`);
-    }
-    card(snr, "layers kept in float", String(view.float_layers.length), "float-count");
-    if (view.mixed) card(snr, "min SNR asked / reached", `${view.mixed.min_snr_db} / ${view.mixed.reached_snr_db} dB`);
-    fillTable($("quantize-summary"), [["field", "value"],
-      ...Object.entries(view.fields).map(([k, v]) => [k, typeof v === "number" ? fmt(v) : String(v)]),
-      ...Object.entries(view.sizes_bytes).map(([k, v]) => [`size (${k})`, fmt(v, "B")])]);
-    fillTable($("quantize-layers"), [["layer", "SNR (dB)", "kept in float"],
-      ...view.layers.map((l) => [l.name, l.snr_db.toFixed(2), l.float ? "yes" : ""])],
-    (i) => (view.layers[i].float ? "float" : ""));
-    $("quantize-layers-note").textContent = view.layers.length ? "" :
-      "no per-layer sensitivity measured: set a min SNR (tools/quantize.py --mixed) to measure every layer";
+    renderQuantView(result.view);
     fillDownloads($("quantize-downloads"), result.files, result.report, "quantize-report-link");
     $("quantize-command").textContent = result.commands.join("\n");
-    $("quantize-result").hidden = false;
     return "quantized";
   },
   evaluate(result) {
@@ -302,7 +310,11 @@ async function poll() {
     clearInterval(state.timer); state.timer = null;
     for (const id of JOB_BUTTONS) $(id).disabled = false;
     $("cancel-button").disabled = true;
-    if (job.state === "done") document.body.dataset.step = RENDER[job.kind](job.result);
+    if (job.state === "done") {
+      const step = RENDER[job.kind](job.result);
+      await refreshFiles();  // the run's new files appear in the pickers
+      document.body.dataset.step = step;
+    }
     if (job.state === "failed") showError(job.error);
     if (job.state === "cancelled") $("progress-text").textContent = "cancelled: " + job.message;
     document.body.dataset.job = job.state;
@@ -353,8 +365,13 @@ function bind() {
   }, "quantize-result"));
   on("evaluate-button", () => startJob("evaluate", {
     run: state.run, config: $("eval-config-select").value, dataset_root: $("eval-root-select").value,
-    runtime: $("runtime-select").value,
+    runtime: $("eval-runtime-select").value,
   }, "evaluate-result"));
+  on("qreport-button", async () => {
+    renderQuantView(await api("/api/quantize-report/" + $("qreport-select").value.split("/")
+      .map(encodeURIComponent).join("/")));
+    document.body.dataset.step = "report";
+  });
   on("cancel-button", () => api(`/api/jobs/${state.job}/cancel`, { method: "POST" }));
   on("upload-button", async () => {
     const file = $("upload-input").files[0];
@@ -374,8 +391,12 @@ async function init() {
   await guarded(async () => {
     state.catalog = await api("/api/catalog");
     for (const m of state.catalog.methods) option($("method-select"), m.name, `${m.name} (${m.family})`);
-    for (const r of state.catalog.runtimes) option($("runtime-select"), r);
+    for (const r of state.catalog.runtimes) {
+      option($("runtime-select"), r); option($("eval-runtime-select"), r);
+    }
     $("runtime-select").value = "eager";
+    // Evaluated ONNX files run on onnxruntime: time the bodies with it too, where it is offered.
+    if (state.catalog.runtimes.includes("onnxruntime")) $("eval-runtime-select").value = "onnxruntime";
     const quant = state.catalog.quantization;
     if (quant) {
       for (const p of quant.precisions || []) option($("precision-select"), p);
