@@ -114,13 +114,17 @@ class _Reporting:
             yield batch
 
 
+LATENCY_ITERS = 10  # batch-1 forwards timed per model (val-size images are small; more is steadier)
+
+
 def _latency_ms(workspace, kind, name, model_fn, runtime, size):
     from models.checkpoint import load_module_file
     from models.deploy import time_runner
 
     if kind == "onnx":
-        return 1e3 * time_runner(model_fn, torch.randn(1, 3, *size), iters=3, warmup=1)
-    return 1e3 * measure_latency(load_module_file(workspace.path(name), what="model"), runtime, size)
+        return 1e3 * time_runner(model_fn, torch.randn(1, 3, *size), iters=LATENCY_ITERS, warmup=1)
+    body = load_module_file(workspace.path(name), what="model")
+    return 1e3 * measure_latency(body, runtime, size, iters=LATENCY_ITERS)
 
 
 def run_evaluate(job, workspace, run, config, dataset_root, runtime):
