@@ -3,7 +3,10 @@
 Every route answers an expected problem with status 400 and ``{"error": "<one line>"}``, which
 the page shows as it is. The console is single-user: it holds one loaded model and its channel
 analysis, so previews are instant, while compression runs in the job queue on a fresh load of
-the same file, exactly as ``tools/compress.py`` would.
+the same file, exactly as ``tools/compress.py`` would; so do quantization (``tools/quantize.py``)
+and evaluation (``tools/eval.py``'s functions) of a compress run. Each action with a JSON body is
+one :class:`Console` method behind the same route shape (:func:`_json_route`); a job action
+checks what it can of its request first, so most bad input is a 400 answer, not a failed job.
 """
 import contextlib
 import logging

@@ -77,7 +77,12 @@ def eval_models(workspace, run):
         quant_report = os.path.join(folder, name, QUANTIZE_REPORT)
         if name.startswith("quantized_") and os.path.isfile(quant_report):
             quant = _read_json(quant_report)
-            models.append((f"{method} + {quant.get('precision', name)}", "onnx", f"{run}/{name}/{quant['file']}", ""))
+            if not quant.get("file"):
+                continue
+            label = f"{method} + {quant.get('precision', name)}"
+            if any(label == m[0] for m in models):
+                label += f" ({name})"  # a second quantization of the same precision
+            models.append((label, "onnx", f"{run}/{name}/{quant['file']}", ""))
     return models
 
 
