@@ -73,3 +73,21 @@ def test_run_dir_is_all_or_nothing(workdir):
     with ws.run_dir("x") as (tmp, final):
         open(os.path.join(tmp, "done.pt"), "wb").close()
     assert os.listdir(final) == ["done.pt"] and final.endswith(os.path.join("runs", "x"))
+
+
+def test_output_dir_inside_a_run_is_all_or_nothing_and_stays_inside(workdir, tmp_path):
+    ws = Workspace(workdir)
+    run = workdir / "tiny"
+    with ws.output_dir(run, "evaluation") as (tmp, final):
+        open(os.path.join(tmp, "eval.json"), "w").close()
+    with ws.output_dir(run, "evaluation") as (tmp, second):
+        pass
+    assert final == str(run / "evaluation") and second == str(run / "evaluation_1")
+    before = sorted(os.listdir(run))
+    with pytest.raises(RuntimeError):
+        with ws.output_dir(run / "new", "evaluation") as (tmp, _):
+            raise RuntimeError("cancelled")
+    assert sorted(os.listdir(run)) == before  # neither the folder nor its new parent is left
+    with pytest.raises(ConsoleError, match="outside the work directory"):
+        with ws.output_dir(tmp_path, "x"):
+            pass
