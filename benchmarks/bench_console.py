@@ -5,7 +5,12 @@
 Copies the body (and its head) into a temporary work directory, then times through the HTTP API
 (FastAPI's TestClient, no network): loading the layer table, one preview (median of --repeat),
 and the compress job (PR_L2 + SLAMP, --ratio), which also measures CPU latency before/after with
---runtime. Needs requirements-console.txt and httpx2.
+--runtime; with --eval-images N (a 19-class Cityscapes model) also the evaluate job, fp32 vs
+compressed on N synthetic val scenes (datasets.synthetic) at --input-size. Needs
+requirements-console.txt and httpx2.
+
+    python benchmarks/bench_console.py --model output/demo/netspresso/model_modelfx.pt --input-size 128 256 \
+        --eval-images 8
 """
 import argparse
 import os
@@ -31,6 +36,8 @@ def get_args_parser():
     parser.add_argument("--runtime", default="eager")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--eval-images", type=int, default=0,
+                        help="also time the evaluate job on this many synthetic val scenes (19 classes)")
     return parser
 
 
@@ -59,6 +66,21 @@ def main(args):
             done = app.state.console.jobs.wait(job["id"], timeout=1800)
             job_s = time.perf_counter() - start
             assert done["state"] == "done", done
+            evaluated = None
+            if args.eval_images:
+                from datasets.synthetic import generate
+
+                height, width = args.input_size
+                generate(os.path.join(workdir, "data"), num_train=0, num_val=args.eval_images, num_test=0,
+                         size=(width, height), layouts=("cityscapes",))
+                start = time.perf_counter()
+                job = client.post("/api/jobs/evaluate", json={
+                    "run": done["result"]["run"], "config": "builtin:configs/synthetic/pidnet_small_synthetic.yaml",
+                    "dataset_root": "data", "runtime": args.runtime})
+                assert job.status_code == 200, job.text
+                evaluated = app.state.console.jobs.wait(job.json()["id"], timeout=1800)
+                eval_s = time.perf_counter() - start
+                assert evaluated["state"] == "done", evaluated
     result, preview = done["result"], preview.json()
     size = f"{args.input_size[0]}x{args.input_size[1]}"
     print(f"model {args.model}, {table.json()['totals']['layers']} layers, input {size}, "
@@ -71,6 +93,10 @@ def main(args):
           f"MACs {result['before']['macs'] / 1e9:.3f}G -> {result['after']['macs'] / 1e9:.3f}G, "
           f"latency {result['before']['latency_ms']:.1f} -> {result['after']['latency_ms']:.1f} ms "
           f"({result['before']['latency_ms'] / result['after']['latency_ms']:.2f}x)")
+    if evaluated is not None:
+        rows = ", ".join(f"{r['label']} mIoU {100 * r['miou']:.2f}% {r['latency_ms']:.1f} ms"
+                         for r in evaluated["result"]["rows"])
+        print(f"evaluate job ({args.eval_images} synthetic val scenes, 2 models + timing): {eval_s:.2f} s; {rows}")
     return 0
 
 

@@ -6,9 +6,11 @@
     python tools/console.py --host 0.0.0.0 --allow-pickle-uploads   # reachable from the network (warned)
 
 Pick a model from the work directory (an exported ``model_modelfx.pt`` + ``model_headfx.pt``,
-a compressed model, or a checkpoint + config), see its layers, preview a method and ratio,
-compress in the background and download the result with the ``tools/compress.py`` command
-line that reproduces it. Only files inside ``--workdir`` are read or written.
+a compressed model, or a checkpoint + config), see its layers (MACs, L2 / GM / NN importance,
+VBMF ranks), preview a method and ratio, compress in the background and download the result
+with the ``tools/compress.py`` command line that reproduces it; quantize it (``tools/quantize.py``)
+and evaluate fp32 vs compressed vs int8 on a config's val set (``tools/eval.py``'s functions)
+with an accuracy-vs-latency chart. Only files inside ``--workdir`` are read or written.
 """
 import argparse
 import errno

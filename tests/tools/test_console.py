@@ -1,7 +1,8 @@
 """tools/console.py: start-up errors on the terminal, a real server, and the page in headless Chromium.
 
-The browser tests drive the page end to end (pick -> preview -> compress -> comparison ->
-download the report) on a tiny exported PIDNet. They need Debian's ``chromium`` and
+The browser tests drive the page end to end (pick with images for the NN column -> preview ->
+compress -> comparison -> download the report -> quantize -> evaluate fp32 / compressed / int8 on
+synthetic val scenes, with the accuracy-vs-latency chart) on a tiny exported PIDNet. They need Debian's ``chromium`` and
 ``chromium-driver`` (``apt-get install -y chromium chromium-driver``) and skip without them.
 Screenshots of each step go to ``tmp_path``; with ``PIDNET_CONSOLE_SCREENSHOTS=DIR`` they are
 also written, shrunk, to DIR (the README's come from ``samples/console``).
@@ -9,6 +10,7 @@ also written, shrunk, to DIR (the README's come from ``samples/console``).
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -77,16 +79,27 @@ def running_console(workdir, *extra):
             proc.wait(5)
 
 
+SYNTH_CONFIG = "builtin:configs/synthetic/pidnet_small_synthetic.yaml"
+VAL_IMAGES = "data/cityscapes/leftImg8bit/val/synth"
+
+
 @pytest.fixture
 def workdir(tmp_path):
+    """A tiny 19-class body + head, 2 synthetic val scenes in data/ and 2 calibration images."""
+    from datasets.synthetic import generate
+
     torch.manual_seed(0)
-    body, head = export_pidnet(PIDNet(m=2, n=3, planes=8, ppm_planes=16, head_planes=16, num_classes=5).eval())
+    body, head = export_pidnet(PIDNet(m=2, n=3, planes=8, ppm_planes=16, head_planes=16, num_classes=19).eval())
     root = tmp_path / "work"
     atomic_save(body, root / "tiny" / "model_modelfx.pt")
     atomic_save(head, root / "tiny" / "model_headfx.pt")
+    generate(str(root / "data"), num_train=0, num_val=2, num_test=0, size=(128, 64), layouts=("cityscapes",))
     import cv2
     import numpy as np
 
+    mixed = os.path.join(ROOT, "tests", "utils", "console", "data", "quantize_report_mixed.json")
+    (root / "mixed").mkdir()
+    shutil.copy(mixed, root / "mixed" / "quantize_report.json")  # a tools/quantize.py --mixed report
     (root / "calib").mkdir()
     rng = np.random.default_rng(0)
     for i in range(2):
@@ -177,14 +190,18 @@ def test_browser_pick_preview_compress_compare_download(workdir, tmp_path):
             driver.get(url)
             step("ready")
 
-            # 1. pick the exported body and load its layer table
+            # 1. pick the exported body (+ images for the NN column) and load its layer table
             Select(by_id("model-select")).select_by_value("tiny/model_modelfx.pt")
+            Select(by_id("images-select")).select_by_value(VAL_IMAGES)
             by_id("input-h").send_keys("64")
             by_id("input-w").send_keys("128")
             by_id("load-button").click()
             step("loaded")
             rows = driver.find_elements(By.CSS_SELECTOR, "#layer-table tbody tr")
             assert len(rows) > 20 and by_id("total-macs").text.endswith("M")
+            assert "2 images" in by_id("total-nn").text and int(by_id("total-vbmf").text.split()[-1]) > 20
+            first = driver.find_element(By.CSS_SELECTOR, "#layer-table tbody tr[data-name='conv1.0']").text
+            assert "TK [" in first  # its VBMF rank
             _shot(driver, tmp_path, "1_model")
 
             # a manual value that cannot be: one clear line in the page
@@ -204,7 +221,7 @@ def test_browser_pick_preview_compress_compare_download(workdir, tmp_path):
             by_id("preview-button").click()
             step("previewed")
             assert not by_id("error").is_displayed()
-            assert "(50.0%)" in by_id("preview-ratio").text
+            assert re.search(r"\((49|50)\.\d%\)", by_id("preview-ratio").text)  # SLAMP: about the ratio
             assert driver.find_elements(By.CSS_SELECTOR, "#layer-table tbody tr.changed")
             _shot(driver, tmp_path, "2_preview", by_id("step-method"))
 
@@ -233,6 +250,33 @@ def test_browser_pick_preview_compress_compare_download(workdir, tmp_path):
                 step("quantized")
                 assert "quantize_report.json" in by_id("quantize-downloads").text
                 assert by_id("quantize-command").text.startswith("python tools/quantize.py")
+                assert "dB" in by_id("snr-onnxruntime").text and by_id("float-count").text.endswith("0")
                 _shot(driver, tmp_path, "4_quantize", by_id("step-quantize"))
+                # a --mixed report of the work directory: per-layer SNR, the layers kept in float
+                Select(by_id("qreport-select")).select_by_value("mixed/quantize_report.json")
+                by_id("qreport-button").click()
+                step("report")
+                assert len(driver.find_elements(By.CSS_SELECTOR, "#quantize-layers tr.float")) > 10
+                assert int(by_id("float-count").text.split()[-1]) > 10
+                _shot(driver, tmp_path, "4b_quantize_layers", by_id("quantize-snr"))
+
+            # 6. evaluate on the synthetic val set: first without a dataset root (one clear line) ...
+            Select(by_id("eval-config-select")).select_by_value(SYNTH_CONFIG)
+            by_id("evaluate-button").click()
+            wait.until(lambda d: d.find_element(By.ID, "error").is_displayed())
+            assert "dataset root 'data/synthetic/' is not a folder of the work directory" in by_id("error").text
+            # ... then with it: fp32 vs compressed (vs int8) mIoU and latency, table and chart
+            Select(by_id("eval-root-select")).select_by_value("data")
+            by_id("evaluate-button").click()
+            step("evaluated")
+            assert not by_id("error").is_displayed()
+            table = by_id("evaluate-table").text
+            assert "fp32" in table and "PR_L2" in table and "mIoU" in table
+            if by_id("step-quantize").is_displayed():
+                assert "PR_L2 + int8" in table
+            wait.until(lambda d: d.execute_script(
+                "const i = document.getElementById('evaluate-chart'); return i.complete && i.naturalWidth > 0"))
+            assert "python tools/eval.py --cfg" in by_id("evaluate-command").text
+            _shot(driver, tmp_path, "5_evaluate", by_id("step-evaluate"))
     finally:
         driver.quit()

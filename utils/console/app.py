@@ -3,7 +3,10 @@
 Every route answers an expected problem with status 400 and ``{"error": "<one line>"}``, which
 the page shows as it is. The console is single-user: it holds one loaded model and its channel
 analysis, so previews are instant, while compression runs in the job queue on a fresh load of
-the same file, exactly as ``tools/compress.py`` would.
+the same file, exactly as ``tools/compress.py`` would; so do quantization (``tools/quantize.py``)
+and evaluation (``tools/eval.py``'s functions) of a compress run. Each action with a JSON body is
+one :class:`Console` method behind the same route shape (:func:`_json_route`); a job action
+checks what it can of its request first, so most bad input is a 400 answer, not a failed job.
 """
 import contextlib
 import logging
@@ -17,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from utils.cli import one_line
-from utils.console import actions
+from utils.console import compress, evaluate, layers, quantize, sources
 from utils.console.catalog import catalog, method_module, quantization, runtimes
 from utils.console.jobs import JobQueue
 from utils.console.workspace import Workspace
@@ -26,13 +29,16 @@ from utils.errors import ConsoleError, PIDNetError
 logger = logging.getLogger(__name__)
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+Size = list[int] | None
 
 
 class ModelRequest(BaseModel):
     model: str
     config: str = ""
     head: str | None = None
-    input_size: list[int] | None = Field(default=None, min_length=2, max_length=2)
+    input_size: Size = Field(default=None, min_length=2, max_length=2)
+    images: str = ""  # a folder of images: adds the NN (PR_NN) importance column
+    num_images: int = Field(default=32, ge=1, le=1024)
 
 
 class CompressRequest(BaseModel):
@@ -41,14 +47,17 @@ class CompressRequest(BaseModel):
     ratio: float | None = None
     round_to: int = 1
     manual: dict[str, str | float | int] = {}
-    input_size: list[int] | None = Field(default=None, min_length=2, max_length=2)
+    input_size: Size = Field(default=None, min_length=2, max_length=2)
     runtime: str = "eager"
     budget: str = ""
     budget_value: float | None = None
+    images: str = ""
+    num_images: int = Field(default=32, ge=1, le=1024)
 
     def request(self):
-        return actions.Request(self.method, self.recommendation, self.ratio, self.round_to,
-                               {k: str(v) for k, v in self.manual.items()}, self.budget, self.budget_value)
+        return compress.Request(self.method, self.recommendation, self.ratio, self.round_to,
+                                {k: str(v) for k, v in self.manual.items()}, self.budget, self.budget_value,
+                                self.images, self.num_images)
 
 
 class QuantizeRequest(BaseModel):
@@ -56,7 +65,15 @@ class QuantizeRequest(BaseModel):
     calib_dir: str
     precision: str = "int8"
     engine: str = "onnxruntime"
-    input_size: list[int] | None = Field(default=None, min_length=2, max_length=2)
+    input_size: Size = Field(default=None, min_length=2, max_length=2)
+    min_snr: float | None = None  # --mixed --min-snr: the most sensitive layers stay in float
+
+
+class EvaluateRequest(BaseModel):
+    run: str
+    config: str
+    dataset_root: str = ""
+    runtime: str = "onnxruntime"
 
 
 class Console:
@@ -74,12 +91,13 @@ class Console:
     def load(self, body):
         from models.compression.plan import analyse
 
-        source = actions.Source(body.model, body.config or "",
-                                actions.head_for(self.workspace, body.model) if body.head is None else body.head)
-        model, _, default_size, _ = actions.load_source(self.workspace, source)
-        size = actions._input_size(body.input_size or default_size)
-        analysis = analyse(model, actions.trace_size_for(size), "cpu")
-        table = actions.layer_table(analysis, size)
+        source = sources.Source(body.model, body.config or "",
+                                sources.head_for(self.workspace, body.model) if body.head is None else body.head)
+        images = compress.nn_images(self.workspace, body.images, body.num_images) if body.images else None
+        model, _, default_size, _ = sources.load_source(self.workspace, source)
+        size = sources.check_input_size(body.input_size or default_size)
+        analysis = analyse(model, sources.trace_size_for(size), "cpu")
+        table = layers.layer_table(analysis, size, images)
         with self.lock:
             self.source, self.analysis, self.input_size, self.table = source, analysis, size, table
         return {"source": source.__dict__, **table}
@@ -92,42 +110,67 @@ class Console:
             macs = {row["name"]: row["macs"] for row in self.table["layers"]}
             return self.source, self.analysis, self.input_size, macs
 
+    def _submit(self, kind, label, fn):
+        return self.jobs.submit(kind, label, fn).snapshot()
+
+    @staticmethod
+    def _runtime(runtime):
+        if runtime not in runtimes():
+            raise ConsoleError(f"unknown runtime '{runtime}': use one of {', '.join(runtimes())}")
+        return runtime
+
     def preview(self, body):
         source, analysis, size, macs = self.loaded()
         method_module(body.method)
-        if body.input_size and actions._input_size(body.input_size) != size:
+        if body.input_size and sources.check_input_size(body.input_size) != size:
             raise ConsoleError(f"the table was computed at {size[0]}x{size[1]}: press Load again to change the size")
-        return actions.preview(analysis, body.request(), size, macs)
+        return compress.preview(analysis, body.request(), size, macs)
 
     def compress(self, body):
         source, analysis, size, macs = self.loaded()
-        if body.runtime not in runtimes():
-            raise ConsoleError(f"unknown runtime '{body.runtime}': use one of {', '.join(runtimes())}")
+        runtime = self._runtime(body.runtime)
         request = body.request()
         _, meta = method_module(request.method)
         request.kwargs(meta)
+        if request.method == "PR_NN":
+            compress.nn_images(self.workspace, request.images, 1)  # no folder / no image: refused now
         if meta["preview"] and not request.budget:
-            actions.preview(analysis, request, size, macs)  # refuse a bad request now, not in the job
-        job = self.jobs.submit("compress", f"{request.method} on {source.model}",
-                               lambda job: actions.run_compress(job, self.workspace, source, request, size,
-                                                                body.runtime))
-        return job.snapshot()
-
+            compress.preview(analysis, request, size, macs)  # refuse a bad request now, not in the job
+        return self._submit("compress", f"{request.method} on {source.model}",
+                            lambda job: compress.run_compress(job, self.workspace, source, request, size, runtime))
 
     def quantize(self, body):
         options = quantization()
-        if options is None or not actions.quantize_available():
+        if options is None or not quantize.quantize_available():
             raise ConsoleError("quantization is not available in this toolkit (no models/deploy/quantize.py)")
         for key, value in (("precisions", body.precision), ("engines", body.engine)):
             if value not in options.get(key, [value]):
                 raise ConsoleError(f"unknown {key[:-1]} '{value}': use one of {', '.join(options[key])}")
+        if body.min_snr is not None and body.precision != "int8":
+            raise ConsoleError("keeping layers in float (a minimum SNR) is for int8: clear the SNR or pick int8")
         self.workspace.path(f"{body.run}/compressed.pt")
         self.workspace.folder(body.calib_dir)
-        size = actions._input_size(body.input_size or self.loaded()[2])
-        job = self.jobs.submit("quantize", f"{body.precision} of {body.run}",
-                               lambda job: actions.run_quantize(job, self.workspace, body.run, body.calib_dir, size,
-                                                                body.precision, body.engine))
-        return job.snapshot()
+        size = sources.check_input_size(body.input_size or self.loaded()[2])
+        return self._submit("quantize", f"{body.precision} of {body.run}",
+                            lambda job: quantize.run_quantize(job, self.workspace, body.run, body.calib_dir, size,
+                                                              body.precision, body.engine, body.min_snr))
+
+    def evaluate(self, body):
+        runtime = self._runtime(body.runtime)
+        evaluate.eval_config(self.workspace, body.config, body.dataset_root)  # no val set: refused now
+        evaluate.eval_models(self.workspace, body.run)
+        return self._submit("evaluate", f"evaluate {body.run}",
+                            lambda job: evaluate.run_evaluate(job, self.workspace, body.run, body.config,
+                                                              body.dataset_root, runtime))
+
+
+def _json_route(model, action):
+    """A FastAPI endpoint parsing the body as ``model`` and returning ``action(body)``."""
+    def route(body: model):
+        return action(body)
+
+    route.__name__ = action.__name__
+    return route
 
 
 def create_app(workdir, allow_pickle_uploads=False, max_upload_mb=512):
@@ -166,7 +209,7 @@ def create_app(workdir, allow_pickle_uploads=False, max_upload_mb=512):
     @app.get("/api/files")
     def files():
         listing = workspace.listing()
-        listing["configs"] += [{"name": name} for name in actions.builtin_configs()]
+        listing["configs"] += [{"name": name} for name in sources.builtin_configs()]
         return listing
 
     @app.post("/api/upload")
@@ -180,21 +223,17 @@ def create_app(workdir, allow_pickle_uploads=False, max_upload_mb=512):
         name = workspace.save_upload(file.filename, file.file, check)
         return {"name": name}
 
-    @app.post("/api/model")
-    def load_model(body: ModelRequest):
-        return console.load(body)
+    # One JSON body in, the console's answer out: the same shape for every action.
+    for path, model, action in (("/api/model", ModelRequest, console.load),
+                                ("/api/preview", CompressRequest, console.preview),
+                                ("/api/jobs/compress", CompressRequest, console.compress),
+                                ("/api/jobs/quantize", QuantizeRequest, console.quantize),
+                                ("/api/jobs/evaluate", EvaluateRequest, console.evaluate)):
+        app.post(path)(_json_route(model, action))
 
-    @app.post("/api/preview")
-    def preview(body: CompressRequest):
-        return console.preview(body)
-
-    @app.post("/api/jobs/compress")
-    def compress(body: CompressRequest):
-        return console.compress(body)
-
-    @app.post("/api/jobs/quantize")
-    def quantize(body: QuantizeRequest):
-        return console.quantize(body)
+    @app.get("/api/quantize-report/{name:path}")
+    def quantize_report(name: str):
+        return quantize.read_report(workspace, name)
 
     @app.get("/api/jobs")
     def jobs():

@@ -2,9 +2,10 @@
 
 Names coming from the page are resolved with :meth:`Workspace.path`, which refuses absolute
 paths, ``..`` and symlinks leading outside the directory. Uploads are streamed to a hidden
-temporary file with a size limit, checked (a model file, a weights file or a config) and only
-then renamed into ``uploads/``. Whole-module files are pickles that run code when loaded, so
-their upload is refused unless the console was started with ``--allow-pickle-uploads``.
+temporary file with a size limit, checked (a model file, a weights file, a config, or an image
+that decodes) and only then renamed into ``uploads/`` (images into ``uploads/images/``).
+Whole-module files are pickles that run code when loaded, so their upload is refused unless the
+console was started with ``--allow-pickle-uploads``.
 Results are written into a hidden folder renamed to ``runs/<name>`` when complete, so a failed
 or cancelled job leaves the work directory as it was.
 """
@@ -24,7 +25,9 @@ logger = logging.getLogger(__name__)
 MODEL_EXTENSIONS = (".pt", ".pth", ".pth.tar", ".tar", ".pkl")
 CONFIG_EXTENSIONS = (".yaml", ".yml")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+QUANTIZE_REPORT = "quantize_report.json"  # what tools/quantize.py writes beside its model
 UPLOADS = "uploads"
+IMAGE_UPLOADS = "uploads/images"  # one folder: the image picker offers it to PR_NN and calibration
 RUNS = "runs"
 DEFAULT_MAX_UPLOAD_MB = 512
 _CHUNK = 1 << 20
@@ -75,6 +78,15 @@ def file_kind(path):
     return "weights" if all(_is_weight_global(n) for n in names) else "module"
 
 
+def _check_image(path, filename):
+    """Refuse an "image" that does not decode (decoded as tools/compress.py --images reads it)."""
+    from tools.custom import read_image
+
+    if read_image(path) is None:
+        raise ConsoleError(f"upload '{filename}' is not an image (it does not decode as "
+                           f"{os.path.splitext(filename)[1] or 'an image'}): upload a .png, .jpg or .bmp image")
+
+
 class Workspace:
     """Paths, listings, uploads and result folders inside ``root``.
 
@@ -116,10 +128,13 @@ class Workspace:
         return os.path.relpath(os.path.realpath(path), self.root).replace(os.sep, "/")
 
     def listing(self):
-        """``{"models": [...], "configs": [...]}`` of the files in the work directory."""
-        models, configs, folders = [], [], []
+        """``{"models", "configs", "image_folders", "dataset_roots", "quantize_reports"}`` of the work
+        directory (a dataset root is a folder with a ``list/`` folder, as tools/make_synthetic.py writes)."""
+        models, configs, folders, roots, reports = [], [], [], [], []
         for folder, dirs, files in os.walk(self.root):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            if "list" in dirs and folder != self.root:
+                roots.append({"name": self.relative(folder)})
             images = [n for n in files if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith(".")]
             if images and folder != self.root:
                 folders.append({"name": self.relative(folder), "images": len(images)})
@@ -128,25 +143,30 @@ class Workspace:
                     continue
                 full = os.path.join(folder, name)
                 lower = name.lower()
-                if lower.endswith(CONFIG_EXTENSIONS):
+                if name == QUANTIZE_REPORT:
+                    reports.append({"name": self.relative(full)})
+                elif lower.endswith(CONFIG_EXTENSIONS):
                     configs.append({"name": self.relative(full)})
                 elif lower.endswith(MODEL_EXTENSIONS):
                     models.append({"name": self.relative(full), "kind": file_kind(full),
                                    "size": os.path.getsize(full)})
-        return {"root": self.root, "models": models, "configs": configs, "image_folders": folders}
+        return {"root": self.root, "models": models, "configs": configs, "image_folders": folders,
+                "dataset_roots": roots, "quantize_reports": reports}
 
     # ------------------------------------------------------------------ uploads
     def _upload_name(self, filename):
         base = os.path.basename(str(filename or "").replace("\\", "/"))
         base = _SAFE_NAME.sub("_", base).lstrip(".")
-        if not base or not base.lower().endswith(MODEL_EXTENSIONS + CONFIG_EXTENSIONS):
-            raise ConsoleError(f"upload '{filename}' is not a model, weights or config file: use "
-                               f"{', '.join(MODEL_EXTENSIONS + CONFIG_EXTENSIONS)}")
-        target = os.path.join(self.root, UPLOADS, base)
+        accepted = MODEL_EXTENSIONS + CONFIG_EXTENSIONS + IMAGE_EXTENSIONS
+        if not base or not base.lower().endswith(accepted):
+            raise ConsoleError(f"upload '{filename}' is not a model, weights, config or image file: use "
+                               f"{', '.join(accepted)}")
+        folder = os.path.join(self.root, IMAGE_UPLOADS if base.lower().endswith(IMAGE_EXTENSIONS) else UPLOADS)
+        target = os.path.join(folder, base)
         stem, ext = os.path.splitext(base)
         count = 1
         while os.path.exists(target):
-            target = os.path.join(self.root, UPLOADS, f"{stem}_{count}{ext}")
+            target = os.path.join(folder, f"{stem}_{count}{ext}")
             count += 1
         return target
 
@@ -157,7 +177,7 @@ class Workspace:
         :class:`PIDNetError`; nothing is kept when any check fails.
         """
         target = self._upload_name(filename)
-        created = not os.path.isdir(os.path.dirname(target))
+        made = [d for d in (os.path.join(self.root, UPLOADS), os.path.dirname(target)) if not os.path.isdir(d)]
         os.makedirs(os.path.dirname(target), exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".upload.", suffix=os.path.splitext(target)[1],
                                    dir=os.path.dirname(target))
@@ -174,8 +194,10 @@ class Workspace:
                                            f"{self.max_upload_bytes >> 20} MB: copy it into the work directory "
                                            "instead, or restart the console with a larger --max-upload-mb")
                     handle.write(chunk)
-            kind = file_kind(tmp)
-            if kind == "other":
+            kind = "image" if target.lower().endswith(IMAGE_EXTENSIONS) else file_kind(tmp)
+            if kind == "image":
+                _check_image(tmp, filename)
+            elif kind == "other":
                 raise ConsoleError(f"upload '{filename}' is not a model file (neither a PyTorch file nor a config)")
             if kind == "module" and not self.allow_pickle_uploads:
                 raise ConsoleError(f"upload '{filename}' is a whole pickled module, which runs code when loaded: "
@@ -190,8 +212,9 @@ class Workspace:
         except BaseException:
             if os.path.exists(tmp):
                 os.remove(tmp)
-            if created and not os.listdir(os.path.dirname(target)):
-                os.rmdir(os.path.dirname(target))
+            for folder in reversed(made):
+                if os.path.isdir(folder) and not os.listdir(folder):
+                    os.rmdir(folder)
             raise
         return self.relative(target)
 
@@ -203,21 +226,29 @@ class Workspace:
         Yields ``(temporary_path, final_path)``: files name their final location (e.g. in a
         command line) while being written to the temporary one.
         """
-        runs = os.path.join(self.root, RUNS)
-        created = not os.path.isdir(runs)
-        os.makedirs(runs, exist_ok=True)
+        with self.output_dir(os.path.join(self.root, RUNS), label) as paths:
+            yield paths
+
+    @contextlib.contextmanager
+    def output_dir(self, parent, label):
+        """:meth:`run_dir` for any folder ``parent`` of the work directory: ``parent/<label>[_N]``
+        appears only when the block succeeds; a ``parent`` this call created goes again otherwise."""
+        parent = os.path.realpath(parent)
+        if os.path.commonpath([parent, self.root]) != self.root:
+            raise ConsoleError(f"{parent} is outside the work directory {self.root}")
+        created = not os.path.isdir(parent)
+        os.makedirs(parent, exist_ok=True)
         label = _SAFE_NAME.sub("_", label).strip("._") or "run"
-        final, count = os.path.join(runs, label), 1
+        final, count = os.path.join(parent, label), 1
         while os.path.exists(final):
-            final = os.path.join(runs, f"{label}_{count}")
+            final = os.path.join(parent, f"{label}_{count}")
             count += 1
-        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.", dir=runs)
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.", dir=parent)
         try:
             yield tmp, final
             os.replace(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
-            if created and not os.listdir(runs):
-                os.rmdir(runs)
+            if created and not os.listdir(parent):
+                os.rmdir(parent)
             raise
-

@@ -187,7 +187,8 @@ def test_bad_models_and_no_model(client, workdir):
          "belongs to another PIDNet variant|trained for 5 classes"),
         ({"model": BODY, "config": "builtin:configs/cityscapes/pidnet_small_cityscapes.yaml"}, "needs no config"),
         ({"model": BODY, "input_size": [8, 8]}, "out of range"),
-        ({"model": "tiny_weights.pt", "config": "builtin:../README.md"}, "not one of the shipped configs"),
+        ({"model": "tiny_weights.pt", "config": "builtin:../README.yaml"}, "not one of the shipped configs"),
+        ({"model": "tiny_weights.pt", "config": "builtin:../README.md"}, r"is not a config \(.yaml\)"),
     ]
     for body, match in cases:
         response = client.post("/api/model", json=body)
@@ -281,7 +282,7 @@ def test_mac_budget_through_the_console(client):
 
 @pytest.mark.slow
 def test_quantize_the_compressed_result(client, workdir):
-    from utils.console.actions import quantize_available
+    from utils.console.quantize import quantize_available
 
     if not quantize_available() or importlib.util.find_spec("models.deploy") is None:
         pytest.skip("tools/quantize.py not merged")

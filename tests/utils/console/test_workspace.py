@@ -2,6 +2,8 @@
 import io
 import os
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -43,14 +45,21 @@ def test_uploads_refuse_pickles_oversize_and_junk_leaving_nothing(workdir, tmp_p
         ws.save_upload("big.pt", io.BytesIO(b"0" * (4 << 20)))
     with pytest.raises(ConsoleError, match="not a model file"):
         ws.save_upload("junk.pt", io.BytesIO(b"junk"))
-    with pytest.raises(ConsoleError, match="not a model, weights or config file"):
+    with pytest.raises(ConsoleError, match="not a model, weights, config or image file"):
         ws.save_upload("notes.txt", io.BytesIO(b"x"))
+    # An "image" that does not decode (e.g. a pickle renamed .png) is refused the same way.
+    for fake in (b"not an image", module_bytes):
+        with pytest.raises(ConsoleError, match=r"upload 'x.png' is not an image .*upload a .png, .jpg or .bmp"):
+            ws.save_upload("x.png", io.BytesIO(fake))
     assert sorted(os.listdir(workdir)) == before  # no uploads/ folder, no temporary file
     assert ws.save_upload("../../w.pt", io.BytesIO(buffer.getvalue())) == "uploads/w.pt"
     assert ws.save_upload("w.pt", io.BytesIO(buffer.getvalue())) == "uploads/w_1.pt"
     trusted = Workspace(workdir, allow_pickle_uploads=True)
     assert trusted.save_upload("body.pt", io.BytesIO(module_bytes)) == "uploads/body.pt"
     assert sorted(os.listdir(workdir / "uploads")) == ["body.pt", "w.pt", "w_1.pt"]
+    ok, png = cv2.imencode(".png", np.full((40, 60, 3), 90, np.uint8))
+    assert ws.save_upload("a b.png", io.BytesIO(png.tobytes())) == "uploads/images/a_b.png"
+    assert {"name": "uploads/images", "images": 1} in ws.listing()["image_folders"]
 
 
 def test_run_dir_is_all_or_nothing(workdir):
@@ -64,3 +73,21 @@ def test_run_dir_is_all_or_nothing(workdir):
     with ws.run_dir("x") as (tmp, final):
         open(os.path.join(tmp, "done.pt"), "wb").close()
     assert os.listdir(final) == ["done.pt"] and final.endswith(os.path.join("runs", "x"))
+
+
+def test_output_dir_inside_a_run_is_all_or_nothing_and_stays_inside(workdir, tmp_path):
+    ws = Workspace(workdir)
+    run = workdir / "tiny"
+    with ws.output_dir(run, "evaluation") as (tmp, final):
+        open(os.path.join(tmp, "eval.json"), "w").close()
+    with ws.output_dir(run, "evaluation") as (tmp, second):
+        pass
+    assert final == str(run / "evaluation") and second == str(run / "evaluation_1")
+    before = sorted(os.listdir(run))
+    with pytest.raises(RuntimeError):
+        with ws.output_dir(run / "new", "evaluation") as (tmp, _):
+            raise RuntimeError("cancelled")
+    assert sorted(os.listdir(run)) == before  # neither the folder nor its new parent is left
+    with pytest.raises(ConsoleError, match="outside the work directory"):
+        with ws.output_dir(tmp_path, "x"):
+            pass

@@ -1,7 +1,11 @@
 "use strict";
 // The console page: plain JS over the JSON API of utils/console/app.py (no build step).
 const $ = (id) => document.getElementById(id);
-const state = { catalog: null, table: null, job: null, timer: null };
+const state = { catalog: null, table: null, job: null, timer: null, run: null };
+// Layer table columns, by name (the manual input goes into the last one).
+const COLUMNS = ["name", "kind", "in", "out", "params", "macs", "l2", "gm", "nn", "vbmf", "group",
+  "kept_in", "kept_out", "macs_after", "manual"];
+const col = (name) => COLUMNS.indexOf(name);
 
 function fmt(value, unit = "") {
   if (value === null || value === undefined) return "-";
@@ -11,6 +15,10 @@ function fmt(value, unit = "") {
   }
   return String(Math.round(value * 100) / 100) + (unit ? " " + unit : "");
 }
+
+const db = (value) => (value === null || value === undefined ? "inf" : value.toFixed(1) + " dB");
+const pct = (value) => (value === null || value === undefined ? "-" : (100 * value).toFixed(2) + "%");
+const score = (value) => (value === null || value === undefined ? "-" : value.toFixed(3));
 
 function showError(message) {
   const box = $("error");
@@ -39,6 +47,14 @@ function option(select, value, label) {
   select.appendChild(item);
 }
 
+function fillSelect(select, items, value, label, first) {
+  const keep = select.value;
+  select.innerHTML = "";
+  if (first) option(select, "", first);
+  for (const item of items) option(select, value(item), label ? label(item) : value(item));
+  if ([...select.options].some((o) => o.value === keep)) select.value = keep;
+}
+
 function card(container, label, value, id) {
   const div = document.createElement("div");
   div.className = "card";
@@ -47,6 +63,37 @@ function card(container, label, value, id) {
   div.querySelector("span").textContent = label;
   div.querySelector("b").textContent = value;
   container.appendChild(div);
+}
+
+// A table from rows of cells; the first row is the header. rowClass(i) may name a class per body row.
+function fillTable(table, rows, rowClass) {
+  table.innerHTML = "";
+  rows.forEach((cells, i) => {
+    const tr = document.createElement("tr");
+    if (i > 0 && rowClass) tr.className = rowClass(i - 1) || "";
+    for (const text of cells) {
+      const td = document.createElement(i === 0 ? "th" : "td");
+      td.textContent = text === null || text === undefined ? "-" : text;
+      tr.appendChild(td);
+    }
+    table.appendChild(tr);
+  });
+}
+
+function downloadLink(file) {
+  return "/api/download/" + file.split("/").map(encodeURIComponent).join("/");
+}
+
+// Files of a job result as download links; the report link gets an id for the tests.
+function fillDownloads(list, files, report, reportId) {
+  list.innerHTML = "";
+  for (const file of files) {
+    const li = document.createElement("li"), a = document.createElement("a");
+    a.href = downloadLink(file);
+    a.textContent = file; a.setAttribute("download", "");
+    if (file === report && reportId) a.id = reportId;
+    li.appendChild(a); list.appendChild(li);
+  }
 }
 
 function currentMethod() {
@@ -60,16 +107,16 @@ function isManual() {
 async function refreshFiles(select) {
   const files = await api("/api/files");
   $("workdir").textContent = "work directory: " + files.root;
-  const models = $("model-select"), configs = $("config-select");
-  const keep = select || models.value;
-  models.innerHTML = ""; configs.innerHTML = "";
-  for (const m of files.models) option(models, m.name, `${m.name} (${m.kind}, ${fmt(m.size, "B")})`);
-  option(configs, "", "(none: exported module)");
-  for (const c of files.configs) option(configs, c.name);
-  if (keep && [...models.options].some((o) => o.value === keep)) models.value = keep;
-  const calib = $("calib-select");
-  calib.innerHTML = "";
-  for (const f of files.image_folders) option(calib, f.name, `${f.name} (${f.images} images)`);
+  const models = $("model-select");
+  fillSelect(models, files.models, (m) => m.name, (m) => `${m.name} (${m.kind}, ${fmt(m.size, "B")})`);
+  if (select && [...models.options].some((o) => o.value === select)) models.value = select;
+  fillSelect($("config-select"), files.configs, (c) => c.name, null, "(none: exported module)");
+  fillSelect($("eval-config-select"), files.configs, (c) => c.name);
+  fillSelect($("eval-root-select"), files.dataset_roots, (r) => r.name, null, "(the config's DATASET.ROOT)");
+  const folder = (f) => f.name, folderLabel = (f) => `${f.name} (${f.images} images)`;
+  fillSelect($("calib-select"), files.image_folders, folder, folderLabel);
+  fillSelect($("images-select"), files.image_folders, folder, folderLabel, "(none)");
+  fillSelect($("qreport-select"), files.quantize_reports, (r) => r.name);
 }
 
 function fillRecommendations() {
@@ -102,6 +149,12 @@ function updateMode() {
   }
 }
 
+function vbmfText(vbmf) {
+  if (!vbmf) return "-";
+  const short = vbmf.method.replace("FD_", "");
+  return `${short} ${JSON.stringify(vbmf.rank)} / ${JSON.stringify(vbmf.full)}`;
+}
+
 function renderTable(table) {
   state.table = table;
   const body = document.querySelector("#layer-table tbody");
@@ -110,20 +163,24 @@ function renderTable(table) {
     const tr = document.createElement("tr");
     tr.dataset.name = row.name;
     if (!row.prunable) tr.className = "fixed";
-    const cells = [row.name, row.kind, row.in, row.out, fmt(row.params), fmt(row.macs),
-      row.l2 === null ? "-" : row.l2.toFixed(3), row.gm === null ? "-" : row.gm.toFixed(3),
-      row.prunable ? (row.root ? row.group : "↳ " + row.group) : (row.reason ? "fixed" : ""), "", "", "", ""];
-    for (const text of cells) {
+    const cells = {
+      name: row.name, kind: row.kind, in: row.in, out: row.out, params: fmt(row.params), macs: fmt(row.macs),
+      l2: score(row.l2), gm: score(row.gm), nn: score(row.nn), vbmf: vbmfText(row.vbmf),
+      group: row.prunable ? (row.root ? row.group : "↳ " + row.group) : (row.reason ? "fixed" : ""),
+    };
+    for (const name of COLUMNS) {
       const td = document.createElement("td");
-      td.textContent = text === null || text === undefined ? "-" : text;
+      const text = cells[name];
+      td.textContent = text === null || text === undefined ? (name in cells ? "-" : "") : text;
+      if (name === "group") td.className = "left";
       tr.appendChild(td);
     }
-    if (!row.prunable && row.reason) tr.children[8].title = row.reason;
+    if (!row.prunable && row.reason) tr.children[col("group")].title = row.reason;
     if (row.in !== null && row.in !== undefined) {
       const input = document.createElement("input");
       input.className = "manual"; input.dataset.layer = row.name; input.type = "text";
       input.dataset.pruning = row.prunable && row.root ? "yes" : "no";
-      tr.children[12].appendChild(input);
+      tr.children[col("manual")].appendChild(input);
     }
     body.appendChild(tr);
   }
@@ -133,6 +190,8 @@ function renderTable(table) {
   card(totals, `MACs @ ${table.input_size[0]}x${table.input_size[1]}`, fmt(table.totals.macs), "total-macs");
   card(totals, "layers", table.totals.layers);
   card(totals, "prunable groups / filters", `${table.totals.prunable_groups} / ${table.totals.prunable_filters}`);
+  card(totals, "layers with a VBMF rank", table.totals.vbmf_layers, "total-vbmf");
+  if (table.totals.nn_images) card(totals, "NN importance over", `${table.totals.nn_images} images`, "total-nn");
   $("preview-totals").innerHTML = "";
   updateMode();
 }
@@ -148,7 +207,7 @@ function requestBody() {
     budget, budget_value: budget && $("budget-input").value !== "" ? Number($("budget-input").value) : null,
     method: $("method-select").value, recommendation: $("recommendation-select").value,
     ratio: !ratioShown || ratio === "" ? null : Number(ratio), round_to: Number($("round-input").value || 1),
-    manual, runtime: $("runtime-select").value,
+    manual, runtime: $("runtime-select").value, images: $("images-select").value,
   };
 }
 
@@ -158,11 +217,11 @@ function renderPreview(preview) {
     const cells = tr.children;
     if (!row) continue;
     const ranked = row.ranks !== undefined;
-    cells[9].textContent = row.in ? row.in[1] : (ranked ? "rank" : "-");
-    cells[10].textContent = row.out ? row.out[1] : (ranked ? String(row.ranks) +
+    cells[col("kept_in")].textContent = row.in ? row.in[1] : (ranked ? "rank" : "-");
+    cells[col("kept_out")].textContent = row.out ? row.out[1] : (ranked ? String(row.ranks) +
       (row.vbmf_ranks !== undefined ? ` (vbmf ${row.vbmf_ranks})` : "") : "-");
-    cells[11].textContent = fmt(row.macs[1]);
-    cells[11].title = row.reason || "";
+    cells[col("macs_after")].textContent = fmt(row.macs[1]);
+    cells[col("macs_after")].title = row.reason || "";
     const changed = row.macs[0] !== row.macs[1] ||
       (row.in && (row.in[0] !== row.in[1] || row.out[0] !== row.out[1]));
     tr.classList.toggle("changed", Boolean(changed));
@@ -180,78 +239,97 @@ function renderPreview(preview) {
   document.body.dataset.step = "previewed";
 }
 
-function renderResult(result) {
-  const table = $("comparison");
-  const speedup = result.before.latency_ms / result.after.latency_ms;
-  const rows = [["", "before", "after", "after / before"],
-    ["parameters", fmt(result.before.params), fmt(result.after.params),
-      (result.after.params / result.before.params).toFixed(3)],
-    [`MACs @ ${result.input_size[0]}x${result.input_size[1]}`, fmt(result.before.macs), fmt(result.after.macs),
-      (result.after.macs / result.before.macs).toFixed(3)],
-    [`CPU latency (${result.runtime}, ms)`, result.before.latency_ms.toFixed(2), result.after.latency_ms.toFixed(2),
-      (1 / speedup).toFixed(3)]];
-  table.innerHTML = "";
-  rows.forEach((cells, i) => {
-    const tr = document.createElement("tr");
-    for (const text of cells) {
-      const td = document.createElement(i === 0 ? "th" : "td");
-      td.textContent = text;
-      tr.appendChild(td);
-    }
-    table.appendChild(tr);
-  });
-  const list = $("downloads");
-  list.innerHTML = "";
-  for (const file of result.files) {
-    const li = document.createElement("li"), a = document.createElement("a");
-    a.href = "/api/download/" + file.split("/").map(encodeURIComponent).join("/");
-    a.textContent = file; a.setAttribute("download", "");
-    if (file === result.report) a.id = "report-link";
-    li.appendChild(a); list.appendChild(li);
+// A quantize_report.json as the page shows it (utils/console/quantize.py quantize_view).
+function renderQuantView(view) {
+  const snr = $("quantize-snr");
+  snr.innerHTML = "";
+  for (const [runtime, value] of Object.entries(view.overall_snr_db)) {
+    card(snr, `logits SNR, ${runtime}`, db(value), `snr-${runtime}`);
   }
-  $("command").textContent = result.commands.join("\n");
-  $("result").hidden = false;
-  state.run = result.run;
-  $("step-quantize").hidden = !state.catalog.quantization;
-  document.body.dataset.step = "compressed";
+  card(snr, "layers kept in float", String(view.float_layers.length), "float-count");
+  if (view.mixed) card(snr, "min SNR asked / reached", `${view.mixed.min_snr_db} / ${view.mixed.reached_snr_db} dB`);
+  fillTable($("quantize-summary"), [["field", "value"],
+    ...Object.entries(view.fields).map(([k, v]) => [k, typeof v === "number" ? fmt(v) : String(v)]),
+    ...Object.entries(view.sizes_bytes).map(([k, v]) => [`size (${k})`, fmt(v, "B")])]);
+  fillTable($("quantize-layers"), [["layer", "SNR (dB)", "kept in float"],
+    ...view.layers.map((l) => [l.name, l.snr_db === null ? "inf" : l.snr_db.toFixed(2), l.float ? "yes" : ""])],
+  (i) => (view.layers[i].float ? "float" : ""));
+  $("quantize-layers-wrap").hidden = !view.layers.length;
+  $("quantize-layers-note").textContent = view.layers.length ? `${view.layers.length} layers measured` :
+    "no per-layer sensitivity measured: set a min SNR (tools/quantize.py --mixed) to measure every layer";
+  $("quantize-downloads").innerHTML = ""; $("quantize-command").textContent = "";
+  $("quantize-result").hidden = false;
 }
 
-function renderQuantized(result) {
-  const table = $("quantize-summary");
-  table.innerHTML = "";
-  for (const [key, value] of Object.entries(result.summary)) {
-    if (value === null || typeof value === "object") continue;
-    const tr = document.createElement("tr");
-    const th = document.createElement("th"), td = document.createElement("td");
-    th.textContent = key; td.textContent = typeof value === "number" ? fmt(value) : String(value);
-    tr.appendChild(th); tr.appendChild(td); table.appendChild(tr);
-  }
-  const list = $("quantize-downloads");
-  list.innerHTML = "";
-  for (const file of result.files) {
-    const li = document.createElement("li"), a = document.createElement("a");
-    a.href = "/api/download/" + file.split("/").map(encodeURIComponent).join("/");
-    a.textContent = file; a.setAttribute("download", "");
-    li.appendChild(a); list.appendChild(li);
-  }
-  $("quantize-command").textContent = result.commands.join("\n");
-  $("quantize-result").hidden = false;
-  document.body.dataset.step = "quantized";
-}
+// What a finished job of each kind shows; each returns the step the page is then at.
+const RENDER = {
+  compress(result) {
+    const speedup = result.before.latency_ms / result.after.latency_ms;
+    fillTable($("comparison"), [["", "before", "after", "after / before"],
+      ["parameters", fmt(result.before.params), fmt(result.after.params),
+        (result.after.params / result.before.params).toFixed(3)],
+      [`MACs @ ${result.input_size[0]}x${result.input_size[1]}`, fmt(result.before.macs), fmt(result.after.macs),
+        (result.after.macs / result.before.macs).toFixed(3)],
+      [`CPU latency (${result.runtime}, ms)`, result.before.latency_ms.toFixed(2),
+        result.after.latency_ms.toFixed(2), (1 / speedup).toFixed(3)]]);
+    fillDownloads($("downloads"), result.files, result.report, "report-link");
+    $("command").textContent = result.commands.join("\n");
+    $("result").hidden = false;
+    state.run = result.run;
+    $("step-quantize").hidden = !state.catalog.quantization;
+    $("step-evaluate").hidden = false;
+    return "compressed";
+  },
+  quantize(result) {
+    renderQuantView(result.view);
+    fillDownloads($("quantize-downloads"), result.files, result.report, "quantize-report-link");
+    $("quantize-command").textContent = result.commands.join("\n");
+    return "quantized";
+  },
+  evaluate(result) {
+    fillTable($("evaluate-table"), [["model", "mIoU", "pixel acc", `CPU latency (ms)`, "runtime", "file size",
+      "Pareto front"], ...result.rows.map((r) => [r.label, pct(r.miou), pct(r.pixel_acc),
+      r.latency_ms.toFixed(2), r.runtime, fmt(r.size_bytes, "B"), r.pareto ? "yes" : ""])],
+    (i) => (result.rows[i].pareto ? "front" : ""));
+    const chart = $("evaluate-chart");
+    chart.hidden = !result.chart;
+    if (result.chart) chart.src = downloadLink(result.chart) + "?t=" + Date.now();
+    fillDownloads($("evaluate-downloads"), result.files, result.report, "evaluate-report-link");
+    $("evaluate-command").textContent = result.commands.join("\n");
+    $("evaluate-result").hidden = false;
+    return "evaluated";
+  },
+};
+const JOB_BUTTONS = ["compress-button", "quantize-button", "evaluate-button"];
 
 async function poll() {
   const job = await api(`/api/jobs/${state.job}`);
   $("progress-bar").value = job.progress;
-  $("progress-text").textContent = `${job.state}: ${job.message}`;
+  $("progress-text").textContent = `${job.label} - ${job.state}: ${job.message}`;
   if (["done", "failed", "cancelled"].includes(job.state)) {
     clearInterval(state.timer); state.timer = null;
-    $("compress-button").disabled = false; $("cancel-button").disabled = true;
-    $("quantize-button").disabled = false;
-    if (job.state === "done") (job.kind === "quantize" ? renderQuantized : renderResult)(job.result);
+    for (const id of JOB_BUTTONS) $(id).disabled = false;
+    $("cancel-button").disabled = true;
+    if (job.state === "done") {
+      const step = RENDER[job.kind](job.result);
+      await refreshFiles();  // the run's new files appear in the pickers
+      document.body.dataset.step = step;
+    }
     if (job.state === "failed") showError(job.error);
     if (job.state === "cancelled") $("progress-text").textContent = "cancelled: " + job.message;
     document.body.dataset.job = job.state;
   }
+}
+
+// Submit a job, hide the result box it will refill, and poll it until it finishes.
+async function startJob(kind, body, resultBox) {
+  const job = await postJSON(`/api/jobs/${kind}`, body);
+  state.job = job.id;
+  $(resultBox).hidden = true; $("progress").hidden = false;
+  for (const id of JOB_BUTTONS) $(id).disabled = true;
+  $("cancel-button").disabled = false;
+  document.body.dataset.job = job.state;
+  state.timer = setInterval(() => guarded(poll), 300);
 }
 
 async function guarded(action) {
@@ -260,16 +338,17 @@ async function guarded(action) {
 }
 
 function bind() {
-  $("refresh-button").onclick = () => guarded(() => refreshFiles());
+  const on = (id, action) => { $(id).onclick = () => guarded(action); };
+  on("refresh-button", () => refreshFiles());
   $("method-select").onchange = fillRecommendations;
   $("recommendation-select").onchange = updateMode;
   $("budget-select").onchange = updateMode;
-  $("load-button").onclick = () => guarded(async () => {
+  on("load-button", async () => {
     const h = $("input-h").value, w = $("input-w").value;
     $("load-button").disabled = true;
     try {
       const table = await postJSON("/api/model", {
-        model: $("model-select").value, config: $("config-select").value,
+        model: $("model-select").value, config: $("config-select").value, images: $("images-select").value,
         input_size: h && w ? [Number(h), Number(w)] : null,
       });
       $("input-h").value = table.input_size[0]; $("input-w").value = table.input_size[1];
@@ -277,26 +356,24 @@ function bind() {
       document.body.dataset.step = "loaded";
     } finally { $("load-button").disabled = false; }
   });
-  $("preview-button").onclick = () => guarded(async () => renderPreview(await postJSON("/api/preview", requestBody())));
-  $("compress-button").onclick = () => guarded(async () => {
-    const job = await postJSON("/api/jobs/compress", requestBody());
-    state.job = job.id; $("result").hidden = true; $("progress").hidden = false;
-    $("compress-button").disabled = true; $("cancel-button").disabled = false;
-    document.body.dataset.job = job.state;
-    state.timer = setInterval(() => guarded(poll), 300);
+  on("preview-button", async () => renderPreview(await postJSON("/api/preview", requestBody())));
+  on("compress-button", () => startJob("compress", requestBody(), "result"));
+  on("quantize-button", () => startJob("quantize", {
+    run: state.run, calib_dir: $("calib-select").value, precision: $("precision-select").value,
+    engine: $("engine-select").value,
+    min_snr: $("min-snr-input").value === "" ? null : Number($("min-snr-input").value),
+  }, "quantize-result"));
+  on("evaluate-button", () => startJob("evaluate", {
+    run: state.run, config: $("eval-config-select").value, dataset_root: $("eval-root-select").value,
+    runtime: $("eval-runtime-select").value,
+  }, "evaluate-result"));
+  on("qreport-button", async () => {
+    renderQuantView(await api("/api/quantize-report/" + $("qreport-select").value.split("/")
+      .map(encodeURIComponent).join("/")));
+    document.body.dataset.step = "report";
   });
-  $("quantize-button").onclick = () => guarded(async () => {
-    const job = await postJSON("/api/jobs/quantize", {
-      run: state.run, calib_dir: $("calib-select").value, precision: $("precision-select").value,
-      engine: $("engine-select").value,
-    });
-    state.job = job.id; $("quantize-result").hidden = true; $("progress").hidden = false;
-    $("quantize-button").disabled = true; $("cancel-button").disabled = false;
-    document.body.dataset.job = job.state;
-    state.timer = setInterval(() => guarded(poll), 500);
-  });
-  $("cancel-button").onclick = () => guarded(() => api(`/api/jobs/${state.job}/cancel`, { method: "POST" }));
-  $("upload-button").onclick = () => guarded(async () => {
+  on("cancel-button", () => api(`/api/jobs/${state.job}/cancel`, { method: "POST" }));
+  on("upload-button", async () => {
     const file = $("upload-input").files[0];
     if (!file) throw new Error("choose a file to upload first");
     const form = new FormData();
@@ -304,6 +381,8 @@ function bind() {
     const saved = await api("/api/upload", { method: "POST", body: form });
     $("upload-note").textContent = "uploaded as " + saved.name;
     await refreshFiles(saved.name);
+    const folder = saved.name.slice(0, saved.name.lastIndexOf("/"));
+    if ([...$("images-select").options].some((o) => o.value === folder)) $("images-select").value = folder;
   });
 }
 
@@ -312,8 +391,12 @@ async function init() {
   await guarded(async () => {
     state.catalog = await api("/api/catalog");
     for (const m of state.catalog.methods) option($("method-select"), m.name, `${m.name} (${m.family})`);
-    for (const r of state.catalog.runtimes) option($("runtime-select"), r);
+    for (const r of state.catalog.runtimes) {
+      option($("runtime-select"), r); option($("eval-runtime-select"), r);
+    }
     $("runtime-select").value = "eager";
+    // Evaluated ONNX files run on onnxruntime: time the bodies with it too, where it is offered.
+    if (state.catalog.runtimes.includes("onnxruntime")) $("eval-runtime-select").value = "onnxruntime";
     const quant = state.catalog.quantization;
     if (quant) {
       for (const p of quant.precisions || []) option($("precision-select"), p);
