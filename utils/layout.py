@@ -84,6 +84,11 @@ def find_head(body_path):
     return None
 
 
+def compression_report(body_path):
+    """The JSON report tools/compress.py writes beside a compressed body: ``<stem>.json``."""
+    return os.path.splitext(os.fspath(body_path))[0] + ".json"
+
+
 def experiment_name(cfg_file):
     """The official output sub-folder name: the config file's stem (``default`` without one)."""
     return os.path.splitext(os.path.basename(cfg_file or "default"))[0]
