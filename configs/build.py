@@ -105,15 +105,20 @@ def build_model(cfg, weights=None, *, augment=True, netspresso=None):
     """The network a tool evaluates, exports or runs.
 
     Args:
-        weights: a PIDNet weights file, loaded strictly (``TEST.MODEL_FILE`` when ``None``).
+        weights: a PIDNet weights file, loaded strictly (``TEST.MODEL_FILE`` when ``None``);
+            required: an empty one raises :class:`~utils.errors.CheckpointError`.
         augment: PIDNet with its auxiliary heads (``[p, main, boundary]``, the official
             evaluation) or the main output only (inference, export).
         netspresso: ``(model, head)`` paths of ``--netspresso``; the head may be ``None``.
     """
     if netspresso is not None:
         return load_netspresso(*netspresso)
-    return load_pidnet(cfg.MODEL.NAME, cfg.DATASET.NUM_CLASSES, cfg.TEST.MODEL_FILE if weights is None else weights,
-                       augment=augment)
+    weights = cfg.TEST.MODEL_FILE if weights is None else weights
+    if not weights:  # never a silently random network where a trained one was meant
+        from utils.errors import CheckpointError
+
+        raise CheckpointError("no checkpoint given: set TEST.MODEL_FILE path/to/checkpoint.pt")
+    return load_pidnet(cfg.MODEL.NAME, cfg.DATASET.NUM_CLASSES, weights, augment=augment)
 
 
 def build_train_model(cfg, netspresso=None, resume=False):

@@ -306,7 +306,8 @@ def _train(cfg, args, info, layout, resume_path):
     from utils.engine import FaultInjector, Trainer
     from utils.training import StopRequest, seed_everything
 
-    teacher = build.load_teacher(cfg, args.teacher, info.device) if args.teacher else None  # before anything is written: a wrong one is bad input
+    # Before anything is written: a wrong teacher is bad input.
+    teacher = build.load_teacher(cfg, args.teacher, info.device) if args.teacher else None
     seed = cfg.SEED if args.seed is None else args.seed
     device = info.device
     if info.distributed:

@@ -108,6 +108,11 @@ def test_model_from_config_refuses_another_class_count(checkpoint):
         build.build_model(cfg, checkpoint[0])
 
 
+def test_model_from_config_needs_weights():
+    with pytest.raises(CheckpointError, match="TEST.MODEL_FILE"):
+        build.build_model(load_config(None, []))
+
+
 def test_load_pidnet_names_the_tools_own_option(checkpoint):
     with pytest.raises(CheckpointError, match="pass --c 5"):
         build.load_pidnet("pidnet_s", 19, checkpoint[0], classes_fix="pass --c {n}")
