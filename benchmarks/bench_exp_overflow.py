@@ -90,7 +90,7 @@ def get_args_parser():
 def measure(cfg, device):
     from models.checkpoint import load_for_eval
     from models.pidnet import build_pidnet
-    from tools.eval import build_test_dataset
+    from configs.build import build_test_dataset
     from utils.evaluate import evaluate
 
     if not cfg.TEST.MODEL_FILE:

@@ -95,23 +95,17 @@ def condition(model, seed=0):
 
 def build_models(args):
     """``[(label, model)]``: the PIDNet variants, then the compressed module files."""
-    from models.pidnet import build_pidnet
+    from configs import build
 
     models = []
     for variant in args.variants:
-        model = build_pidnet(f"pidnet_{variant}", args.c, augment=False).eval()
-        if args.p:
-            from models.checkpoint import load_for_eval
-
-            load_for_eval(model, args.p, classes_fix="pass --c {n}",
-                          variant_fix="list only the checkpoint's variant in --variants")
-        else:
+        model = build.load_pidnet(f"pidnet_{variant}", args.c, args.p, augment=False, classes_fix="pass --c {n}",
+                                  variant_fix="list only the checkpoint's variant in --variants").eval()
+        if not args.p:
             condition(model)
         models.append((f"PIDNet-{variant.upper()}", model))
     for path in args.compressed:
-        from models.checkpoint import load_module_file
-
-        models.append((f"compressed {os.path.basename(path)}", load_module_file(path).eval()))
+        models.append((f"compressed {os.path.basename(path)}", build.load_body(path).eval()))
     return models
 
 
@@ -119,7 +113,9 @@ def run_benchmark(models, backends, images, runs, warmup, threads=None):
     """Time every (model, backend) in alternation; returns a list of row dicts."""
     device = images.device
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
+        from configs.build import apply_cudnn
+
+        apply_cudnn(benchmark=True)  # fixed input size: let cuDNN pick the fastest kernels
     entries = []
     for label, model in models:
         with torch.inference_mode():

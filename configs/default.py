@@ -238,11 +238,6 @@ def load_config(cfg_file=None, opts=()):
     return cfg
 
 
-def experiment_name(cfg_file):
-    """The official output sub-folder name: the config file's stem."""
-    return os.path.splitext(os.path.basename(cfg_file or "default"))[0]
-
-
 def _key_error_text(exc):
     text = str(exc.args[0]) if exc.args else str(exc)
     for prefix in ("Non-existent config key: ", "Non-existent key: "):

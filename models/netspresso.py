@@ -22,11 +22,11 @@ import torch.nn as nn
 from models.pidnet import PIDNet
 from utils.errors import CheckpointError, ModelError
 from utils.io import atomic_save
+from utils.layout import EXPORT_BODY, EXPORT_HEAD, pair_names
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILE = "model_modelfx.pt"
-HEAD_FILE = "model_headfx.pt"
+MODEL_FILE, HEAD_FILE = EXPORT_BODY, EXPORT_HEAD  # the names live in utils/layout.py
 _HEADS = ("seghead_p", "seghead_d")
 
 
@@ -157,10 +157,11 @@ def save_netspresso(module, out_dir, prefix):
     module = getattr(module, "module", module)
     if not isinstance(module, NetsPressoPIDNet):
         raise ModelError(f"save_netspresso expects a module from load_netspresso, got {type(module).__name__}")
-    paths = [os.path.join(out_dir, f"{prefix}_model.pt")]
+    body_name, head_name = pair_names(prefix)
+    paths = [os.path.join(out_dir, body_name)]
     atomic_save(module.model, paths[0])
     if module.head is not None:
-        paths.append(os.path.join(out_dir, f"{prefix}_head.pt"))
+        paths.append(os.path.join(out_dir, head_name))
         atomic_save(module.head, paths[1])
     logger.info("saved %s", ", ".join(paths))
     return paths

@@ -65,6 +65,7 @@ from utils.cli import run_main, setup_logging  # noqa: E402
 from utils.device import resolve_device  # noqa: E402
 from utils.errors import CompressionError  # noqa: E402
 from utils.io import atomic_save, atomic_write_text, check_writable  # noqa: E402
+from utils.layout import COMPRESSED_BODY, compression_report  # noqa: E402
 
 logger = logging.getLogger("compress")
 
@@ -108,7 +109,7 @@ def get_args_parser():
                         help="more sizes at which MACs are reported (repeatable)")
     parser.add_argument("--trace-size", type=int, nargs=2, default=[256, 256], metavar=("H", "W"),
                         help="dummy input used to trace channel dependencies")
-    parser.add_argument("--output", default="compressed_pidnet.pt", help="compressed model file")
+    parser.add_argument("--output", default=COMPRESSED_BODY, help=f"compressed model file (default {COMPRESSED_BODY})")
     parser.add_argument("--report", default=None, help="JSON report path (default: <output>.json)")
     parser.add_argument("--backend", default="offline", help="offline (torch-pruning, here) or netspresso (cloud)")
     parser.add_argument("--device", default="cpu", help="device for tracing/pruning (auto, cpu, cuda)")
@@ -123,7 +124,7 @@ _EXPORT_HINT = ("compress.py takes the exported body: run tools/export_netspress
 
 
 def _report_path(args):
-    return args.report or os.path.splitext(args.output)[0] + ".json"
+    return args.report or compression_report(args.output)
 
 
 def _sizes(args):

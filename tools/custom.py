@@ -38,30 +38,23 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from configs import build  # noqa: E402
 from configs.default import load_config  # noqa: E402
-from models.checkpoint import load_for_eval, read_num_classes  # noqa: E402
-from models.pidnet import canonical_name, get_pred_model  # noqa: E402
+from models.checkpoint import read_num_classes  # noqa: E402
+from models.pidnet import canonical_name  # noqa: E402
 from utils.cli import run_main, setup_logging  # noqa: E402
 from utils.device import resolve_device  # noqa: E402
 from utils.errors import CheckpointError, ConfigError, DatasetError, ModelError, UsageError  # noqa: E402
 from utils.images import (VideoOutput, VideoReader, collect_inputs, default_output_dir, input_transform,  # noqa: E402
                           output_stems, read_input_image, save_image_outputs, unreadable_input)
 from utils.io import check_writable  # noqa: E402
+from utils.layout import official_weights  # noqa: E402
 from utils.visualize import class_names_for, colorize, overlay, palette_for  # noqa: E402
 
 logger = logging.getLogger("tools.custom")
 
 _TRUE = {"true", "t", "yes", "y", "1", "on"}
 _FALSE = {"false", "f", "no", "n", "0", "off"}
-# The official pretrained file names, by (variant, Cityscapes-trained).
-_DEFAULT_CHECKPOINTS = {
-    ("pidnet_s", True): "pretrained_models/cityscapes/PIDNet_S_Cityscapes_test.pt",
-    ("pidnet_m", True): "pretrained_models/cityscapes/PIDNet_M_Cityscapes_test.pt",
-    ("pidnet_l", True): "pretrained_models/cityscapes/PIDNet_L_Cityscapes_test.pt",
-    ("pidnet_s", False): "pretrained_models/camvid/PIDNet_S_Camvid_Test.pt",
-    ("pidnet_m", False): "pretrained_models/camvid/PIDNet_M_Camvid_Test.pt",
-    ("pidnet_l", False): "pretrained_models/camvid/PIDNet_L_Camvid_Test.pt",
-}
 
 
 def str2bool(text):
@@ -132,23 +125,19 @@ def build_model(args):
         if not args.model:
             raise ModelError("--netspresso needs --model FILE (a *_model.pt written by tools/compress.py "
                              "or tools/export_netspresso.py)")
-        try:
-            from models.netspresso import load_netspresso
-        except ImportError as exc:
-            raise ModelError(f"--netspresso needs models/netspresso.py, which cannot be imported ({exc})") from None
-        return load_netspresso(args.model), f"NetsPresso model {args.model}"
+        return build.load_netspresso(args.model), f"NetsPresso model {args.model}"
     if args.model:
         raise ModelError("--model is only used with --netspresso; for a weights file use --p/--checkpoint")
     arch = canonical_name(args.arch)
     cityscapes = args.cityscapes is None or args.cityscapes
-    checkpoint = args.checkpoint or _DEFAULT_CHECKPOINTS[(arch, cityscapes)]
+    checkpoint = args.checkpoint or official_weights(arch, cityscapes)
     if not os.path.isfile(checkpoint):
         raise CheckpointError(f"checkpoint not found: {checkpoint}. Pass --p/--checkpoint FILE "
                               "(official pretrained weights go under pretrained_models/)")
     num_classes = read_num_classes(checkpoint)
     check_c_flag(args.cityscapes, num_classes, checkpoint)
-    model = get_pred_model(arch, num_classes)
-    load_for_eval(model, checkpoint, variant_fix="set --a to the checkpoint's variant (pidnet-s, pidnet-m or pidnet-l)")
+    model = build.load_pidnet(arch, num_classes, checkpoint, augment=False,
+                              variant_fix="set --a to the checkpoint's variant (pidnet-s, pidnet-m or pidnet-l)")
     return model, f"{arch} ({num_classes} classes) from {checkpoint}"
 
 

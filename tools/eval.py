@@ -40,14 +40,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from configs.default import experiment_name, load_config  # noqa: E402
+from configs import build  # noqa: E402
+from configs.default import load_config  # noqa: E402
 from models.deploy import BACKENDS  # noqa: E402
 from utils.cli import is_main_process, run_main, setup_logging  # noqa: E402
-from utils.device import resolve_device  # noqa: E402
-from utils.distributed import cleanup, init_distributed  # noqa: E402
 from utils.errors import CheckpointError, ConfigError  # noqa: E402
 from utils.evaluate import eval_sampler, evaluate  # noqa: E402
 from utils.io import atomic_write_text, check_writable  # noqa: E402
@@ -95,10 +93,6 @@ def parse_args(argv=None):
     return get_args_parser().parse_intermixed_args(argv)
 
 
-def _default_output_dir(cfg, cfg_file):
-    return os.path.join(cfg.OUTPUT_DIR, cfg.DATASET.DATASET, experiment_name(cfg_file))
-
-
 def build_model(cfg, args, device):
     """The network to evaluate: PIDNet + TEST.MODEL_FILE, a NetsPresso module (``--netspresso``), or
     for ``--onnx`` a runner of the file (checked to be a segmenter for DATASET.NUM_CLASSES)."""
@@ -112,29 +106,23 @@ def build_model(cfg, args, device):
     if args.netspresso:
         if not args.model:
             raise ConfigError("--netspresso needs --model FILE (the compressed model, e.g. best_model_model.pt)")
-        from models.netspresso import load_netspresso  # optional feature, imported on demand
-
-        model = load_netspresso(args.model, args.head)
+        model = build.build_model(cfg, netspresso=(args.model, args.head))
         logger.info("evaluating the compressed model %s%s", args.model, f" + head {args.head}" if args.head else "")
         return model.to(device).eval(), args.model
     if args.model or args.head:
         raise ConfigError("--model/--head are for compressed models and need --netspresso; "
                           "a PIDNet checkpoint goes to TEST.MODEL_FILE")
-    from models.checkpoint import load_for_eval
-    from models.pidnet import build_pidnet
-
     if args.backend != "eager":
         _main_output_index(cfg.TEST.OUTPUT_INDEX)  # a bad index fails before the checkpoint is read
     model_file = cfg.TEST.MODEL_FILE
     if not model_file:
-        model_file = os.path.join(_default_output_dir(cfg, args.cfg), "best.pt")
+        model_file = build.run_layout(cfg, args.cfg).best
         if not os.path.isfile(model_file):
             raise CheckpointError(f"TEST.MODEL_FILE is not set and {model_file} does not exist: "
                                   "pass TEST.MODEL_FILE path/to/checkpoint.pt")
         logger.info("TEST.MODEL_FILE not set: using %s", model_file)
     # augment=True as the official evaluation: the P head gets metrics too; OUTPUT_INDEX picks the main output.
-    model = build_pidnet(cfg.MODEL.NAME, cfg.DATASET.NUM_CLASSES, augment=True)
-    load_for_eval(model, model_file)
+    model = build.build_model(cfg, model_file, augment=True)
     return model.to(device).eval(), model_file
 
 
@@ -165,24 +153,10 @@ def build_runner(model, cfg, args, dataset, device):
     if len(dataset):
         example = (1,) + tuple(dataset[0][0].shape)  # the real test size for the export/compile/auto probe
     else:
-        example = (1, 3, cfg.TEST.IMAGE_SIZE[1], cfg.TEST.IMAGE_SIZE[0])
+        example = (1, 3) + build.image_hw(cfg.TEST.IMAGE_SIZE)
     runner = prepare_inference(model, args.backend, device, example, output_index=index)
     logger.info("inference backend: %r (main output %d only)", runner, index)
     return runner, index
-
-
-def build_test_dataset(cfg):
-    from datasets import build_dataset
-
-    return build_dataset(
-        cfg.DATASET.DATASET, cfg.DATASET.ROOT, cfg.DATASET.TEST_SET,
-        num_classes=cfg.DATASET.NUM_CLASSES, is_train=False,
-        crop_size=(cfg.TEST.IMAGE_SIZE[1], cfg.TEST.IMAGE_SIZE[0]), base_size=cfg.TEST.BASE_SIZE,
-        multi_scale=False, flip=False, scale_factor=cfg.TRAIN.SCALE_FACTOR,
-        ignore_label=cfg.TRAIN.IGNORE_LABEL,
-        class_names=list(cfg.DATASET.CLASS_NAMES) or None,
-        class_colors=[tuple(c) for c in cfg.DATASET.CLASS_COLORS] or None,
-        class_weights=list(cfg.DATASET.CLASS_WEIGHTS) or None)
 
 
 def class_names_of(dataset, num_classes):
@@ -226,32 +200,23 @@ def main(args):
         check_writable(args.json, "--json")
     if args.save_pred:
         check_writable(args.save_pred, "--save-pred", is_dir=True)
-    if torch.distributed.is_initialized():  # run in-process by a job that already joined a group
-        device, owns_group = resolve_device(args.device or cfg.DEVICE), False
-    else:
-        # Under torchrun: cuda:LOCAL_RANK (checked against the visible GPUs) or a gloo CPU
-        # process, with the collective timeout of utils/distributed.py.
-        info = init_distributed(args.device or cfg.DEVICE)
-        device, owns_group = info.device, info.distributed
+    # Under torchrun: cuda:LOCAL_RANK (checked against the visible GPUs) or a gloo CPU process,
+    # with the collective timeout of utils/distributed.py; CUDNN.* applied.
+    runtime = build.build_runtime(cfg, args.device)
     try:
-        return _evaluate_and_report(cfg, args, device)
+        return _evaluate_and_report(cfg, args, runtime.device)
     finally:
-        if owns_group:
-            cleanup()
+        runtime.close()
 
 
 def _evaluate_and_report(cfg, args, device):
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = cfg.CUDNN.BENCHMARK
-        torch.backends.cudnn.deterministic = cfg.CUDNN.DETERMINISTIC
-
-    dataset = build_test_dataset(cfg)
+    dataset = build.build_test_dataset(cfg)
     model, model_file = build_model(cfg, args, device)
     labelled = dataset.has_labels
 
     save_dir = args.save_pred
     if save_dir is None and not labelled:
-        save_dir = os.path.join(_default_output_dir(cfg, args.cfg), "test_results")
+        save_dir = build.run_layout(cfg, args.cfg).test_results
         logger.info("%s has no labels: writing predictions to %s", cfg.DATASET.TEST_SET, save_dir)
         check_writable(save_dir, "OUTPUT_DIR", is_dir=True)
     if args.save_color and save_dir is None:
@@ -259,7 +224,7 @@ def _evaluate_and_report(cfg, args, device):
 
     workers = cfg.WORKERS if args.workers is None else args.workers
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=max(0, workers),
-                        pin_memory=device.type == "cuda", sampler=eval_sampler(dataset))
+                        pin_memory=device.type == "cuda" and cfg.PIN_MEMORY, sampler=eval_sampler(dataset))
     scales = list(cfg.TEST.SCALE_LIST) if cfg.TEST.MULTI_SCALE else [1.0]
     if any(s <= 0 for s in scales):
         raise ConfigError(f"TEST.SCALE_LIST {scales} must hold positive factors, e.g. [0.75, 1.0, 1.25]")

@@ -20,14 +20,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
-from configs.default import experiment_name, load_config  # noqa: E402
-from models.checkpoint import load_for_eval  # noqa: E402
-from models.netspresso import HEAD_FILE, MODEL_FILE, export_pidnet, input_shapes  # noqa: E402
-from models.pidnet import build_pidnet  # noqa: E402
+from configs import build  # noqa: E402
+from configs.default import load_config  # noqa: E402
+from models.netspresso import export_pidnet, input_shapes  # noqa: E402
 from utils.cli import run_main, setup_logging  # noqa: E402
 from utils.device import resolve_device  # noqa: E402
 from utils.errors import CheckpointError, ModelError  # noqa: E402
 from utils.io import atomic_save, check_writable  # noqa: E402
+from utils.layout import EXPORT_BODY, EXPORT_HEAD  # noqa: E402
 
 logger = logging.getLogger("export_netspresso")
 
@@ -71,17 +71,13 @@ def main(args):
     device = resolve_device(args.device)
     if not cfg.TEST.MODEL_FILE:
         raise CheckpointError("no checkpoint given: add TEST.MODEL_FILE path/to/weights.pt to the command")
-    out_dir = args.output_dir or os.path.join(cfg.OUTPUT_DIR, cfg.DATASET.DATASET, experiment_name(args.cfg),
-                                              "netspresso")
+    out_dir = args.output_dir or build.run_layout(cfg, args.cfg).export_dir
     check_writable(out_dir, "--output-dir" if args.output_dir else "OUTPUT_DIR", is_dir=True)
-    net = build_pidnet(cfg.MODEL.NAME, cfg.DATASET.NUM_CLASSES, augment=True)
-    load_for_eval(net, cfg.TEST.MODEL_FILE)
-    net = net.to(device).eval()
+    net = build.build_model(cfg, cfg.TEST.MODEL_FILE, augment=True).to(device).eval()
     body, head = export_pidnet(net)
-    width, height = cfg.TEST.IMAGE_SIZE
-    check_composition(net, body, head, (height, width), device)
+    check_composition(net, body, head, build.image_hw(cfg.TEST.IMAGE_SIZE), device)
 
-    model_path, head_path = os.path.join(out_dir, MODEL_FILE), os.path.join(out_dir, HEAD_FILE)
+    model_path, head_path = os.path.join(out_dir, EXPORT_BODY), os.path.join(out_dir, EXPORT_HEAD)
     atomic_save(body.cpu(), model_path)
     atomic_save(head.cpu(), head_path)
     shapes = input_shapes(cfg.TEST.IMAGE_SIZE)

@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
+from configs import build  # noqa: E402
 from models.deploy import create_ort_session, export_onnx, fold_batchnorm, select_output  # noqa: E402
 from utils.cli import run_main, setup_logging  # noqa: E402
 from utils.errors import ConfigError, ModelError  # noqa: E402
@@ -66,18 +67,10 @@ def build_export_model(args):
             raise ConfigError("--netspresso needs --model FILE (e.g. output/.../best_model_model.pt)")
         if args.cfg or args.a or args.p:
             raise ConfigError("--netspresso --model FILE exports that module: drop --cfg/--a/--p")
-        from models.checkpoint import load_module_file
-        from models.netspresso import check_body
-
-        model = load_module_file(args.model, what="model")
-        check_body(model, args.model)
-        return model, _index(args, 1), tuple(args.r or (1024, 2048)), args.model
+        return build.load_body(args.model), _index(args, 1), tuple(args.r or (1024, 2048)), args.model
     if args.model:
         raise ConfigError("--model is for compressed modules and needs --netspresso; "
                           "PIDNet weights go to --p or TEST.MODEL_FILE")
-    from models.checkpoint import load_for_eval
-    from models.pidnet import build_pidnet
-
     if args.cfg:
         if args.a or args.p:
             raise ConfigError("give either --cfg (+ TEST.MODEL_FILE) or --a/--c/--p, not both")
@@ -86,9 +79,8 @@ def build_export_model(args):
         cfg = load_config(args.cfg, args.opts)
         if not cfg.TEST.MODEL_FILE:
             raise ConfigError("--cfg export needs weights: add TEST.MODEL_FILE path/to/checkpoint.pt")
-        model = build_pidnet(cfg.MODEL.NAME, cfg.DATASET.NUM_CLASSES, augment=False)
-        load_for_eval(model, cfg.TEST.MODEL_FILE)
-        size = tuple(args.r or (cfg.TEST.IMAGE_SIZE[1], cfg.TEST.IMAGE_SIZE[0]))
+        model = build.build_model(cfg, cfg.TEST.MODEL_FILE, augment=False)
+        size = tuple(args.r or build.image_hw(cfg.TEST.IMAGE_SIZE))
         return model, _index(args, cfg.TEST.OUTPUT_INDEX), size, f"{cfg.MODEL.NAME} + {cfg.TEST.MODEL_FILE}"
     if args.opts:
         raise ConfigError(f"config overrides {' '.join(args.opts)} need --cfg")
@@ -97,10 +89,9 @@ def build_export_model(args):
                           "or --netspresso --model FILE")
     if args.c <= 0:
         raise ConfigError(f"--c must be a positive number of classes (got {args.c})")
-    model = build_pidnet(args.a, args.c, augment=False)
-    if args.p:
-        load_for_eval(model, args.p, classes_fix="pass --c {n}", variant_fix="set --a to the checkpoint's variant")
-    else:
+    model = build.load_pidnet(args.a, args.c, args.p, augment=False, classes_fix="pass --c {n}",
+                              variant_fix="set --a to the checkpoint's variant")
+    if not args.p:
         logger.warning("no --p weights: exporting a randomly initialised %s", args.a)
     return model, _index(args, 1), tuple(args.r or (1024, 2048)), args.a
 

@@ -275,7 +275,7 @@ def default_input_size(args, cfg):
 def evaluate_onnx(cfg, path, threads):
     from torch.utils.data import DataLoader
 
-    from tools.eval import build_test_dataset
+    from configs.build import build_test_dataset
     from utils.evaluate import evaluate
 
     dataset = build_test_dataset(cfg)

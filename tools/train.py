@@ -50,21 +50,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
 
-from configs.default import experiment_name, load_config  # noqa: E402
+from configs import build  # noqa: E402
+from configs.default import load_config  # noqa: E402
 from utils import distributed as du  # noqa: E402
 from utils.cli import first_line, run_main, setup_logging  # noqa: E402
-from utils.errors import (CheckpointError, ConfigError, DatasetError, NonFiniteLossError,  # noqa: E402
+from utils.errors import (CheckpointError, ConfigError, NonFiniteLossError,  # noqa: E402
                           OutputError, PIDNetError, TrainingError)
 from utils.io import check_writable, made_dirs  # noqa: E402
 from utils.runlock import RunLock  # noqa: E402
 
 logger = logging.getLogger("tools.train")
-
-CHECKPOINT_NAME = "checkpoint.pth.tar"
-# Files a fresh run would replace: the resumable checkpoint and the exported weights.
-RUN_FILES = (CHECKPOINT_NAME, "best.pt", "final_state.pt", "best_model_model.pt", "final_model_model.pt")
 
 
 def get_args_parser():
@@ -107,25 +103,19 @@ def parse_args(argv=None):
 # Checks that must fail before any work is done.
 # ---------------------------------------------------------------------------
 
-def output_dirs(cfg, cfg_file):
-    """``(OUTPUT_DIR/<dataset>/<cfg name>, LOG_DIR/<dataset>/<cfg name>)`` as the official layout."""
-    name = experiment_name(cfg_file)
-    return (os.path.join(cfg.OUTPUT_DIR, cfg.DATASET.DATASET, name),
-            os.path.join(cfg.LOG_DIR, cfg.DATASET.DATASET, name))
-
-
-def claim_output(stack, out_dir, tb_dir, resume_path, overwrite):
+def claim_output(stack, layout, resume_path, overwrite):
     """Rank 0: check and create the output folders, lock OUTPUT_DIR and refuse to overwrite a run.
 
     Everything is registered on ``stack``: on failure the lock is released and the folders this
     run created are removed again if they are still empty.
     """
+    out_dir, tb_dir = layout.run_dir, layout.log_dir
     check_writable(out_dir, "OUTPUT_DIR", is_dir=True)
     check_writable(tb_dir, "LOG_DIR", is_dir=True)
     stack.enter_context(made_dirs(out_dir))
     stack.enter_context(made_dirs(tb_dir))
     stack.enter_context(RunLock(out_dir, what="OUTPUT_DIR"))
-    existing = [name for name in RUN_FILES if os.path.exists(os.path.join(out_dir, name))]
+    existing = [name for name in layout.run_files if os.path.exists(os.path.join(out_dir, name))]
     if resume_path is None and existing:
         if not overwrite:
             raise OutputError(
@@ -179,32 +169,11 @@ def distillation_settings(args):
             1.0 if args.kd_temperature is None else args.kd_temperature, args.kd_features)
 
 
-def load_teacher_arg(cfg, args, device):
-    """``(teacher body, weights fingerprint)`` for --teacher (variant MODEL.NAME), or ``None``."""
-    if not args.teacher:
-        return None
-    from utils.distillation import load_teacher
-
-    return load_teacher(args.teacher, cfg.MODEL.NAME, cfg.DATASET.NUM_CLASSES, device)
-
-
-def build_distiller(cfg, args, teacher, student):
-    """The distillation loss over ``student`` (before DDP wrapping), or ``None`` without --teacher."""
-    if teacher is None:
-        return None
-    from utils.distillation import Distiller
-
-    weight, temperature, features = distillation_settings(args)
-    body, fingerprint = teacher
-    return Distiller(body, student, weight, temperature, features, ignore_label=cfg.TRAIN.IGNORE_LABEL,
-                     align_corners=cfg.MODEL.ALIGN_CORNERS, fingerprint=fingerprint)
-
-
-def resume_source(cfg, out_dir):
+def resume_source(cfg, layout):
     """The checkpoint to resume from, or ``None`` (with the official warning when it is missing)."""
     if not cfg.TRAIN.RESUME:
         return None
-    path = os.path.join(out_dir, CHECKPOINT_NAME)
+    path = layout.checkpoint
     if os.path.isfile(path):
         return path
     # The official trainer silently starts over in this case; we do the same but say so.
@@ -216,73 +185,7 @@ def resume_source(cfg, out_dir):
 # Building blocks.
 # ---------------------------------------------------------------------------
 
-def build_datasets(cfg):
-    from datasets import build_dataset
-
-    common = dict(num_classes=cfg.DATASET.NUM_CLASSES, scale_factor=cfg.TRAIN.SCALE_FACTOR,
-                  ignore_label=cfg.TRAIN.IGNORE_LABEL,
-                  class_names=list(cfg.DATASET.CLASS_NAMES) or None,
-                  class_colors=[tuple(c) for c in cfg.DATASET.CLASS_COLORS] or None,
-                  class_weights=list(cfg.DATASET.CLASS_WEIGHTS) or None)
-    train_set = build_dataset(cfg.DATASET.DATASET, cfg.DATASET.ROOT, cfg.DATASET.TRAIN_SET, is_train=True,
-                              crop_size=(cfg.TRAIN.IMAGE_SIZE[1], cfg.TRAIN.IMAGE_SIZE[0]),
-                              base_size=cfg.TRAIN.BASE_SIZE, multi_scale=cfg.TRAIN.MULTI_SCALE,
-                              flip=cfg.TRAIN.FLIP, **common)
-    val_set = build_dataset(cfg.DATASET.DATASET, cfg.DATASET.ROOT, cfg.DATASET.TEST_SET, is_train=False,
-                            crop_size=(cfg.TEST.IMAGE_SIZE[1], cfg.TEST.IMAGE_SIZE[0]),
-                            base_size=cfg.TEST.BASE_SIZE, multi_scale=False, flip=False, **common)
-    return train_set, val_set
-
-
-def build_loaders(cfg, train_set, val_set, info, seed):
-    from datasets.base_dataset import seed_worker
-    from utils.evaluate import eval_sampler
-    from utils.sampler import TrainSampler
-    from utils.schedule import iterations_per_epoch
-
-    batch_size = cfg.TRAIN.BATCH_SIZE_PER_GPU
-    iters = iterations_per_epoch(len(train_set), info.world_size, batch_size)
-    if iters == 0:
-        raise DatasetError(
-            f"{cfg.DATASET.TRAIN_SET} has {len(train_set)} images: too few for one batch of "
-            f"TRAIN.BATCH_SIZE_PER_GPU {batch_size} per process x {info.world_size} process(es) "
-            "(incomplete batches are dropped); lower TRAIN.BATCH_SIZE_PER_GPU or add images")
-    if batch_size < 2 and not (info.distributed and info.device.type == "cuda"):
-        raise ConfigError("TRAIN.BATCH_SIZE_PER_GPU 1: BatchNorm needs at least 2 images per process in training "
-                          "(PIDNet's context module pools to 1x1); use 2 or more (SyncBatchNorm under torchrun "
-                          "on CUDA counts the images of all GPUs)")
-    sampler = TrainSampler(train_set, num_replicas=info.world_size, rank=info.rank, shuffle=cfg.TRAIN.SHUFFLE,
-                           seed=seed)
-    pin = info.device.type == "cuda" and cfg.PIN_MEMORY
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    train_loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler, num_workers=cfg.WORKERS,
-                              pin_memory=pin, drop_last=True, worker_init_fn=seed_worker, generator=generator)
-    val_loader = DataLoader(val_set, batch_size=cfg.TEST.BATCH_SIZE_PER_GPU, shuffle=False,
-                            sampler=eval_sampler(val_set), num_workers=cfg.WORKERS, pin_memory=pin)
-    return train_loader, val_loader, iters
-
-
-def build_model(cfg, args, will_resume):
-    """PIDNet (+ MODEL.PRETRAINED), or the NetsPresso module with its heads."""
-    if args.netspresso:
-        from models.netspresso import load_netspresso
-
-        return load_netspresso(args.model, args.head)
-    from models.checkpoint import load_pretrained
-    from models.pidnet import build_pidnet
-
-    model = build_pidnet(cfg.MODEL.NAME, cfg.DATASET.NUM_CLASSES, augment=True)
-    if will_resume:
-        logger.info("resuming: MODEL.PRETRAINED is not loaded (the checkpoint has all weights)")
-    elif cfg.MODEL.PRETRAINED:
-        load_pretrained(model, cfg.MODEL.PRETRAINED)
-    else:
-        logger.warning("MODEL.PRETRAINED is empty: training from random initialisation")
-    return model
-
-
-def make_exporter(out_dir, netspresso):
+def make_exporter(layout, netspresso):
     """``export(kind, model)`` writing the weights-only files for ``'best'``/``'final'``."""
     from models.checkpoint import official_state_dict
     from utils.io import atomic_save
@@ -291,8 +194,8 @@ def make_exporter(out_dir, netspresso):
         if netspresso:
             from models.netspresso import save_netspresso
 
-            return save_netspresso(model, out_dir, f"{kind}_model")
-        path = os.path.join(out_dir, "best.pt" if kind == "best" else "final_state.pt")
+            return save_netspresso(model, layout.run_dir, f"{kind}_model")
+        path = layout.weights(kind)
         atomic_save(official_state_dict(model), path)
         logger.info("saved %s", path)
         return [path]
@@ -334,9 +237,9 @@ def _restore(path, model, optimizer, scheduler, scaler, train_set, info, max_ite
     return epoch, iteration, float(state.get("best_mIoU", 0.0)), same_world
 
 
-def non_finite_message(exc, cfg, args, out_dir, resume_path):
+def non_finite_message(exc, cfg, args, layout, resume_path):
     """The non-finite-loss error with what is on disk and the likely culprit."""
-    checkpoint = os.path.join(out_dir, CHECKPOINT_NAME)
+    checkpoint = layout.checkpoint
     text = str(exc)
     if os.path.isfile(checkpoint):
         text += f"; {checkpoint} is untouched: the last good state (resume with TRAIN.RESUME True)"
@@ -361,8 +264,8 @@ def main(args):
     setup_logging()
     cfg = load_config(args.cfg, args.opts)
     check_config(cfg, args)
-    out_dir, tb_dir = output_dirs(cfg, args.cfg)
-    resume_path = resume_source(cfg, out_dir)
+    layout = build.run_layout(cfg, args.cfg)
+    resume_path = resume_source(cfg, layout)
     if args.netspresso:
         for what, path in (("model", args.model), ("head", args.head)):
             if not os.path.isfile(path):
@@ -371,97 +274,85 @@ def main(args):
         raise CheckpointError(f"MODEL.PRETRAINED file not found: {cfg.MODEL.PRETRAINED}. Download it "
                               "(see pretrained_models/README.md) or set MODEL.PRETRAINED '' to train from scratch")
 
-    info = du.init_distributed(args.device or cfg.DEVICE, args.dist_timeout)
+    runtime = build.build_runtime(cfg, args.device, args.dist_timeout)
+    info = runtime.dist
     try:
         with contextlib.ExitStack() as stack:
             failure = None
             if info.is_main:  # one process owns the folder (and its lock) for the whole job
                 try:
-                    claim_output(stack, out_dir, tb_dir, resume_path, args.overwrite)
+                    claim_output(stack, layout, resume_path, args.overwrite)
                 except (PIDNetError, OSError) as exc:
                     failure = exc
             if info.distributed:  # every rank learns the outcome: none waits for a rank 0 that gave up
                 (failed,) = du.any_rank([failure is not None], info.device)
                 if failed and failure is None:
-                    raise OutputError(f"rank {info.rank}: rank 0 could not claim OUTPUT_DIR {out_dir} "
+                    raise OutputError(f"rank {info.rank}: rank 0 could not claim OUTPUT_DIR {layout.run_dir} "
                                       "(see its error line)")
             if failure is not None:
                 raise failure
-            return _train(cfg, args, info, out_dir, tb_dir, resume_path)
+            return _train(cfg, args, info, layout, resume_path)
     except NonFiniteLossError as exc:
-        raise TrainingError(non_finite_message(exc, cfg, args, out_dir, resume_path)) from None
+        raise TrainingError(non_finite_message(exc, cfg, args, layout, resume_path)) from None
     except torch.distributed.DistError as exc:
         first = first_line(exc)
         raise TrainingError(f"rank {info.rank}: a collective failed ({first}); another process probably died "
-                            f"or timed out. {os.path.join(out_dir, CHECKPOINT_NAME)} holds the last completed "
+                            f"or timed out. {layout.checkpoint} holds the last completed "
                             "epoch: fix the cause and resume with TRAIN.RESUME True") from None
     finally:
-        du.cleanup()
+        runtime.close()
 
 
-def _train(cfg, args, info, out_dir, tb_dir, resume_path):
-    from utils.criterion import build_criterion
+def _train(cfg, args, info, layout, resume_path):
     from utils.engine import Trainer
     from utils.faults import fault_hooks_from_env
-    from utils.history import HISTORY_FILE
-    from utils.schedule import PolyLR, build_optimizer
     from utils.seeding import seed_everything
     from utils.signals import StopRequest
 
-    teacher = load_teacher_arg(cfg, args, info.device)  # before anything is written: a wrong one is bad input
+    # Before anything is written: a wrong teacher is bad input.
+    teacher = build.load_teacher(cfg, args.teacher, info.device) if args.teacher else None
     seed = cfg.SEED if args.seed is None else args.seed
     device = info.device
     if info.distributed:
         some, missing = du.any_rank([resume_path is not None, resume_path is None], device)
         if some and missing:
-            raise TrainingError(f"rank {info.rank}: {os.path.join(out_dir, CHECKPOINT_NAME)} is visible to some "
+            raise TrainingError(f"rank {info.rank}: {layout.checkpoint} is visible to some "
                                 "processes only: put OUTPUT_DIR on storage that every node shares to resume")
     amp = bool(cfg.TRAIN.AMP)
     if amp and device.type != "cuda":
         logger.warning("TRAIN.AMP needs CUDA: training in float32 on %s", device)
         amp = False
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = cfg.CUDNN.BENCHMARK and not cfg.CUDNN.DETERMINISTIC
-        torch.backends.cudnn.deterministic = cfg.CUDNN.DETERMINISTIC
-        torch.backends.cudnn.enabled = cfg.CUDNN.ENABLED
-        if cfg.CUDNN.DETERMINISTIC:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     # Each rank gets its own streams; DDP broadcasts rank 0's initial weights anyway.
     seed_everything(seed + info.rank, deterministic=cfg.CUDNN.DETERMINISTIC)
 
-    train_set, val_set = build_datasets(cfg)
-    train_loader, val_loader, iters = build_loaders(cfg, train_set, val_set, info, seed)
+    train_set, val_set = build.build_train_dataset(cfg), build.build_val_dataset(cfg)
+    train_loader, val_loader, iters = build.build_loaders(cfg, train_set, val_set, info, seed)
     if info.is_main:
         # The log file only appears once the data checks passed.
         stamp = time.strftime("%Y-%m-%d-%H-%M")
-        setup_logging(log_file=os.path.join(out_dir, f"{experiment_name(args.cfg)}_{stamp}_train.log"))
+        setup_logging(log_file=layout.train_log(stamp))
         logger.info("config %s, overrides %s, seed %d\n%s", args.cfg, args.opts, seed, cfg.dump())
     logger.info("%d training images, %d validation images; %d iterations per epoch of %d images per process "
                 "x %d process(es)", len(train_set), len(val_set), iters, cfg.TRAIN.BATCH_SIZE_PER_GPU,
                 info.world_size)
 
-    model = build_model(cfg, args, will_resume=resume_path is not None)
+    model = build.build_train_model(cfg, netspresso=(args.model, args.head) if args.netspresso else None,
+                                    resume=resume_path is not None)
     if info.distributed and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     elif info.distributed:
         logger.info("SyncBatchNorm needs CUDA: each CPU process normalises over its own batch")
     model = model.to(device)
     model_without_ddp = model
-    distiller = build_distiller(cfg, args, teacher, model_without_ddp)
+    distiller = build.build_distiller(cfg, teacher, model_without_ddp, *distillation_settings(args))
     if info.distributed:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    criterion = build_criterion(
-        cfg.DATASET.NUM_CLASSES, ignore_label=cfg.TRAIN.IGNORE_LABEL, use_ohem=cfg.LOSS.USE_OHEM,
-        ohem_thres=cfg.LOSS.OHEMTHRES, ohem_keep=cfg.LOSS.OHEMKEEP,
-        class_weights=getattr(train_set, "class_weights", None), balance_weights=list(cfg.LOSS.BALANCE_WEIGHTS),
-        sb_weights=cfg.LOSS.SB_WEIGHTS, align_corners=cfg.MODEL.ALIGN_CORNERS).to(device)
+    criterion = build.build_criterion(cfg, getattr(train_set, "class_weights", None)).to(device)
     # The distillation adapters (if any) are trained with the student, in the same parameter group.
     trained = model_without_ddp if distiller is None else nn.ModuleList([model_without_ddp, distiller.adapters])
-    optimizer = build_optimizer(trained, cfg.TRAIN.OPTIMIZER, cfg.TRAIN.LR, cfg.TRAIN.MOMENTUM,
-                                cfg.TRAIN.WD, cfg.TRAIN.NESTEROV)
-    scheduler = PolyLR(optimizer, max_iters=cfg.TRAIN.END_EPOCH * iters)
+    optimizer, scheduler = build.build_optimizer(cfg, trained, iters)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
 
     start_epoch, start_iter, best, restored_rng = cfg.TRAIN.BEGIN_EPOCH, 0, 0.0, False
@@ -476,18 +367,18 @@ def _train(cfg, args, info, out_dir, tb_dir, resume_path):
     if start_iter >= iters:
         start_epoch, start_iter = start_epoch + 1, 0
 
-    writer = _open_writer(tb_dir) if info.is_main else None
+    writer = _open_writer(layout.log_dir) if info.is_main else None
     trainer = Trainer(
         model=model, model_without_ddp=model_without_ddp, criterion=criterion, train_loader=train_loader,
         val_loader=val_loader, optimizer=optimizer, scheduler=scheduler, scaler=scaler, device=device,
-        checkpoint_path=os.path.join(out_dir, CHECKPOINT_NAME), export=make_exporter(out_dir, args.netspresso),
+        checkpoint_path=layout.checkpoint, export=make_exporter(layout, args.netspresso),
         end_epoch=cfg.TRAIN.STOP_EPOCH or cfg.TRAIN.END_EPOCH, iters_per_epoch=iters, batch_size=cfg.TRAIN.BATCH_SIZE_PER_GPU,
         num_classes=cfg.DATASET.NUM_CLASSES, ignore_label=cfg.TRAIN.IGNORE_LABEL,
         align_corners=cfg.MODEL.ALIGN_CORNERS, seed=seed, amp=amp, eval_interval=cfg.TRAIN.EVAL_INTERVAL,
         eval_last_epochs=cfg.TRAIN.EVAL_LAST_EPOCHS, print_freq=cfg.PRINT_FREQ, config_text=cfg.dump(),
         class_names=list(getattr(train_set, "class_names", None) or []), writer=writer,
         step_hooks=fault_hooks_from_env(), progress=not args.no_progress, best_miou=best, distiller=distiller,
-        history_path=os.path.join(tb_dir, HISTORY_FILE))
+        history_path=layout.history)
     if start_epoch >= trainer.end_epoch:
         logger.info("training already reached epoch %d (TRAIN.STOP_EPOCH/END_EPOCH)", trainer.end_epoch)
     start = time.perf_counter()
@@ -500,7 +391,7 @@ def _train(cfg, args, info, out_dir, tb_dir, resume_path):
             writer.close()
     if code == 0:
         logger.info("done in %.2f hours; best mIoU %.4f; outputs in %s", (time.perf_counter() - start) / 3600,
-                    trainer.best_miou, out_dir)
+                    trainer.best_miou, layout.run_dir)
     return code
 
 

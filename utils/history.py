@@ -14,10 +14,9 @@ import math
 import os
 
 from utils.io import atomic_write_text
+from utils.layout import HISTORY_FILE
 
 logger = logging.getLogger(__name__)
-
-HISTORY_FILE = "history.json"
 
 
 def read_records(path):

@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 import torch  # noqa: E402
 
+from configs.build import apply_cudnn  # noqa: E402
 from models.deploy import BACKENDS, PRECISIONS, prepare_inference, select_output  # noqa: E402
 from utils.cli import run_main, setup_logging  # noqa: E402
 from utils.errors import ConfigError  # noqa: E402
@@ -113,24 +114,15 @@ def _resolution(values):
 
 def build_speed_model(args):
     """The model to time: ``--model`` file, or ``--a``/``--c`` (+ ``--p`` weights), in eval mode."""
+    from configs import build
+
     if args.model:
-        from models.checkpoint import load_module_file
-        from models.netspresso import check_body
-
-        model = load_module_file(args.model, what="model")
-        check_body(model, args.model)
-        return model.eval()
-    from models.pidnet import build_pidnet
-
+        return build.load_body(args.model).eval()
     if args.c <= 0:
         raise ConfigError(f"--c must be a positive number of classes (got {args.c})")
-    model = build_pidnet(args.a, args.c, augment=False)
-    if args.p:
-        from models.checkpoint import load_for_eval
-
-        load_for_eval(model, args.p, module_hint="time such files with --model FILE instead of --p",
-                      classes_fix="pass --c {n}", variant_fix="set --a to the checkpoint's variant")
-    return model.eval()
+    return build.load_pidnet(args.a, args.c, args.p, augment=False,
+                             module_hint="time such files with --model FILE instead of --p",
+                             classes_fix="pass --c {n}", variant_fix="set --a to the checkpoint's variant").eval()
 
 
 def build_onnx_runner(args, device):
@@ -155,9 +147,8 @@ def main(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    if device.type == "cuda":
-        # As the official speed script: one fixed input size, so let cuDNN pick the fastest kernels.
-        torch.backends.cudnn.benchmark = True
+    # As the official speed script: one fixed input size, so let cuDNN pick the fastest kernels.
+    apply_cudnn(benchmark=True)
     images = torch.randn(1, 3, height, width, device=device)
     if args.onnx:
         model, runner = None, build_onnx_runner(args, device)

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from configs.default import experiment_name, get_cfg, load_config
+from configs.default import get_cfg, load_config
 from utils.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -94,9 +94,6 @@ def test_odd_number_of_overrides():
     with pytest.raises(ConfigError, match="KEY VALUE pairs"):
         load_config(CITYSCAPES[0], ["TRAIN.LR"])
 
-
-def test_experiment_name():
-    assert experiment_name("configs/cityscapes/pidnet_small_cityscapes.yaml") == "pidnet_small_cityscapes"
 
 
 # --------------------------------------------------------------------------- shapes, ranges, ignored keys

@@ -336,16 +336,18 @@ def test_bad_onnx_input_is_one_clear_error_line(data_root, tmp_path, capsys, ext
 
 
 def test_runtime_setup_goes_through_init_distributed(data_root, checkpoint, tmp_path, monkeypatch):
-    """eval joins torchrun jobs with utils/distributed.py's set-up (timeout, LOCAL_RANK check)."""
+    """eval joins torchrun jobs with utils/distributed.py's set-up (timeout, LOCAL_RANK check),
+    through configs/build.py's build_runtime."""
     import utils.distributed as du
 
     calls = []
+    real = du.init_distributed
 
     def spy(device_name=None, timeout_s=du.DEFAULT_TIMEOUT_S):
         calls.append((device_name, timeout_s))
-        return du.init_distributed(device_name, timeout_s)
+        return real(device_name, timeout_s)
 
-    monkeypatch.setattr(eval_tool, "init_distributed", spy)
+    monkeypatch.setattr(du, "init_distributed", spy)
     path, _ = checkpoint
     assert run(base_args(data_root, "TEST.MODEL_FILE", path, "DATASET.TEST_SET", "list/cityscapes/one.lst")) == 0
     assert calls == [("cpu", du.DEFAULT_TIMEOUT_S)]
