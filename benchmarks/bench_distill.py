@@ -41,7 +41,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from utils.cli import run_main, setup_logging  # noqa: E402
-from utils.errors import ConfigError, TrainingError  # noqa: E402
+from utils.errors import TrainingError, UsageError
 from utils.io import atomic_write_text  # noqa: E402
 
 logger = logging.getLogger("bench_distill")
@@ -100,21 +100,21 @@ def _check_compressed(args):
     """Fail before any run when the ``--compressed`` inputs cannot work."""
     if not args.compressed:
         if args.head:
-            raise ConfigError("--head is only used with --compressed; drop it or add --compressed FILE ...")
+            raise UsageError("--head is only used with --compressed; drop it or add --compressed FILE ...")
         return
     if not args.checkpoint:
-        raise ConfigError("--compressed needs --checkpoint (the trained model the bodies were compressed from, "
+        raise UsageError("--compressed needs --checkpoint (the trained model the bodies were compressed from, "
                           "used as teacher and for the teacher row)")
     if not args.head:
-        raise ConfigError("--compressed needs --head (the NetsPresso head exported with the bodies, "
+        raise UsageError("--compressed needs --head (the NetsPresso head exported with the bodies, "
                           "model_headfx.pt)")
     for path in [*args.compressed, args.head, args.checkpoint]:
         if not os.path.isfile(path):
-            raise ConfigError(f"{path}: no such file; pass an existing file (tools/compress.py writes bodies, "
+            raise UsageError(f"{path}: no such file; pass an existing file (tools/compress.py writes bodies, "
                               "tools/export_netspresso.py the head)")
     stems = [_label(path) for path in args.compressed]
     if len(set(stems)) != len(stems):
-        raise ConfigError(f"--compressed file stems must be distinct (they label the runs): {stems}")
+        raise UsageError(f"--compressed file stems must be distinct (they label the runs): {stems}")
 
 
 def _label(path):
@@ -133,7 +133,7 @@ def _size(path):
 def main(args):
     setup_logging()
     if args.epochs < 1:
-        raise ConfigError(f"--epochs must be >= 1 (got {args.epochs})")
+        raise UsageError(f"--epochs must be >= 1 (got {args.epochs})")
     _check_compressed(args)
     work = os.path.abspath(args.workdir)
     env = _env(args.threads)

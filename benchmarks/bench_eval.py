@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 from models.deploy import BACKENDS, prepare_inference  # noqa: E402
 from utils.cli import run_main, setup_logging  # noqa: E402
-from utils.errors import ConfigError  # noqa: E402
+from utils.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def main(args):
     from utils.evaluate import evaluate
 
     if args.images < 1 or args.workers < 0:
-        raise ConfigError("--images must be >= 1 and --workers >= 0")
+        raise UsageError("--images must be >= 1 and --workers >= 0")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)

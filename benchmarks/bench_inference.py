@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from models.calibration import realistic_random_weights  # noqa: E402
 from models.deploy import prepare_inference, select_output  # noqa: E402
 from utils.cli import run_main, setup_logging  # noqa: E402
-from utils.errors import ConfigError  # noqa: E402
+from utils.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -170,9 +170,9 @@ def main(args):
     from utils.device import resolve_device
 
     if args.runs < 1 or args.warmup < 0 or args.batch < 1 or min(args.size) < 1:
-        raise ConfigError("--runs and --batch must be >= 1, --warmup >= 0 and --size positive")
+        raise UsageError("--runs and --batch must be >= 1, --warmup >= 0 and --size positive")
     if args.p and len(args.variants) != 1:
-        raise ConfigError("--p loads one checkpoint: give exactly one --variants entry with it")
+        raise UsageError("--p loads one checkpoint: give exactly one --variants entry with it")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)

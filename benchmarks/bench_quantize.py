@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from utils.cli import run_main, setup_logging  # noqa: E402
-from utils.errors import ConfigError  # noqa: E402
+from utils.errors import UsageError
 
 logger = logging.getLogger(__name__)
 NAMES = {"s": "PIDNet-S", "m": "PIDNet-M", "l": "PIDNet-L"}
@@ -109,7 +109,7 @@ def time_alternating(runners, example, runs, warmup):
 
 def main(args):
     if args.runs < 0 or args.calib < 1 or min(args.threads) < 1 or min(args.size) < 32:
-        raise ConfigError("--runs >= 0, --calib >= 1, --threads >= 1 and --size >= 32 are required")
+        raise UsageError("--runs >= 0, --calib >= 1, --threads >= 1 and --size >= 32 are required")
     height, width = args.size
     images = scenes(args.calib, args.size)
     example = torch.from_numpy(images[:1])

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from utils.cli import run_main, setup_logging  # noqa: E402
-from utils.errors import ConfigError  # noqa: E402
+from utils.errors import ConfigError, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def main(args):
     from utils.device import resolve_device
 
     if args.batch < 2 or args.iters < 1 or args.warmup < 0 or min(args.crop) < 32:
-        raise ConfigError("--batch must be >= 2 (BatchNorm), --iters >= 1, --warmup >= 0, --crop >= 32")
+        raise UsageError("--batch must be >= 2 (BatchNorm), --iters >= 1, --warmup >= 0, --crop >= 32")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)

@@ -139,6 +139,62 @@ def build_train_model(cfg, netspresso=None, resume=False):
     return model
 
 
+# --------------------------------------------------------------------------- evaluation
+
+# PIDNet(augment=True) returns [p, main, boundary]; only the first two are class scores.
+_PIDNET_OUTPUTS = 3
+_PIDNET_SEG_OUTPUTS = (0, 1)
+
+
+def main_output_index(output_index):
+    """``TEST.OUTPUT_INDEX`` as an index into PIDNet's ``[p, main, boundary]``, checked."""
+    from utils.errors import ConfigError
+
+    if not -_PIDNET_OUTPUTS <= output_index < _PIDNET_OUTPUTS or \
+            output_index % _PIDNET_OUTPUTS not in _PIDNET_SEG_OUTPUTS:
+        raise ConfigError(f"TEST.OUTPUT_INDEX {output_index} does not select a class-score output of PIDNet "
+                          f"[p, main, boundary]: use 1 for the main output")
+    return output_index % _PIDNET_OUTPUTS
+
+
+def build_eval_model(cfg, device, *, weights=None, netspresso=None, onnx=None, runtime=None, backend="eager"):
+    """The network ``tools/eval.py`` (and the console) evaluates, on ``device`` in eval mode:
+    PIDNet + ``weights`` (with its auxiliary heads, as the official evaluation), the NetsPresso
+    body/head pair ``netspresso``, or for ``onnx`` a runner of the file (checked to be a segmenter
+    for DATASET.NUM_CLASSES) on ``runtime``."""
+    if onnx:
+        from models.deploy import prepare_onnx_file
+
+        runner = prepare_onnx_file(onnx, runtime or "onnxruntime", device, num_classes=cfg.DATASET.NUM_CLASSES)
+        logger.info("evaluating the ONNX file %s: %r", onnx, runner)
+        return runner
+    if netspresso is not None:
+        return build_model(cfg, netspresso=netspresso).to(device).eval()
+    if backend != "eager":
+        main_output_index(cfg.TEST.OUTPUT_INDEX)  # a bad index fails before the checkpoint is read
+    return build_model(cfg, weights, augment=True).to(device).eval()
+
+
+def build_eval_runner(model, cfg, device, dataset, *, onnx=False, backend="eager"):
+    """``model`` as :func:`utils.evaluate.evaluate` gets it: itself (eager, all outputs) or a deploy
+    runner that returns the output TEST.OUTPUT_INDEX only. Returns ``(model_fn, output_index)``, the
+    index being that of the evaluated output in PIDNet's list (None for eager: evaluate() reports all)."""
+    if onnx:
+        return model, 1  # ONNX exports hold the main output only
+    if backend == "eager":
+        return model, None
+    from models.deploy import prepare_inference
+
+    index = main_output_index(cfg.TEST.OUTPUT_INDEX)
+    if len(dataset):
+        example = (1,) + tuple(dataset[0][0].shape)  # the real test size for the export/compile/auto probe
+    else:
+        example = (1, 3) + image_hw(cfg.TEST.IMAGE_SIZE)
+    runner = prepare_inference(model, backend, device, example, output_index=index)
+    logger.info("inference backend: %r (main output %d only)", runner, index)
+    return runner, index
+
+
 # --------------------------------------------------------------------------- training
 
 def build_loaders(cfg, train_set, val_set, dist, seed):

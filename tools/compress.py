@@ -60,7 +60,7 @@ from models.compression import recommend, vbmf  # noqa: E402
 from models.compression.recommend import check_ratio, load_layer_indices, load_layer_ratios  # noqa: E402
 from models.compression.report import summary  # noqa: E402
 from models.netspresso import check_body, input_shapes  # noqa: E402
-from utils.images import input_transform, kind_of, read_image  # noqa: E402
+from utils.images import load_images  # noqa: E402
 from utils.cli import run_main, setup_logging  # noqa: E402
 from utils.device import resolve_device  # noqa: E402
 from utils.errors import CompressionError  # noqa: E402
@@ -133,38 +133,6 @@ def _sizes(args):
         if h < 32 or w < 32:
             raise CompressionError(f"input sizes must be at least 32x32, got {h}x{w}")
     return sizes
-
-
-def load_images(folder, count):
-    """Up to ``count`` images of ``folder`` (sorted by name), preprocessed as tools/custom.py does.
-
-    Raises:
-        CompressionError: the folder does not exist or holds no readable image.
-    """
-    if count < 1:
-        raise CompressionError(f"--num-images must be at least 1, got {count}")
-    if not os.path.isdir(folder):
-        raise CompressionError(f"--images folder not found: {folder}. Pass a folder of images for PR_NN")
-    images, skipped = [], []
-    for name in sorted(os.listdir(folder)):
-        path = os.path.join(folder, name)
-        if len(images) >= count or not os.path.isfile(path) or kind_of(path) != "image":
-            continue
-        bgr = read_image(path)
-        if bgr is None:
-            skipped.append(name)
-            continue
-        images.append(input_transform(bgr))
-    if not images:
-        raise CompressionError(f"no readable image in {folder}"
-                               f"{f' ({len(skipped)} could not be decoded)' if skipped else ''}: "
-                               "put .png/.jpg images there or point --images at another folder")
-    if skipped:
-        logger.warning("skipped %d file(s) of %s that cannot be decoded: %s", len(skipped), folder,
-                       ", ".join(skipped[:5]))
-    if len(images) < count:
-        logger.info("PR_NN uses the %d images found in %s (asked for %d)", len(images), folder, count)
-    return images
 
 
 def _check_budget_args(args, method, recommendation):

@@ -43,7 +43,7 @@ from configs.default import load_config  # noqa: E402
 from utils import demo_report  # noqa: E402
 from utils.cli import run_main, setup_logging  # noqa: E402
 from utils.device import resolve_device  # noqa: E402
-from utils.errors import ConfigError, PIDNetError  # noqa: E402
+from utils.errors import PIDNetError, UsageError
 from utils.layout import (COMPRESSED_BODY, EXPORT_BODY, EXPORT_HEAD, LEGACY_COMPRESSED_BODIES,  # noqa: E402
                           RunLayout, compression_report, experiment_name)
 from utils.steps import ReplayRunner, Runner, relative  # noqa: E402
@@ -108,11 +108,11 @@ def plan(args):
     if finetune_epochs is None:
         finetune_epochs = QUICK["finetune_epochs"] if args.quick else max(1, epochs // 4)
     if epochs < 1 or finetune_epochs < 1:
-        raise ConfigError(f"--epochs and --finetune-epochs must be >= 1 (got {epochs}, {finetune_epochs})")
+        raise UsageError(f"--epochs and --finetune-epochs must be >= 1 (got {epochs}, {finetune_epochs})")
     if not 0.0 < args.ratio < 1.0:
-        raise ConfigError(f"--ratio must be in (0, 1), got {args.ratio}")
+        raise UsageError(f"--ratio must be in (0, 1), got {args.ratio}")
     if num_train < 1 or num_val < 1:
-        raise ConfigError(f"--num-train and --num-val must be >= 1 (got {num_train}, {num_val})")
+        raise UsageError(f"--num-train and --num-val must be >= 1 (got {num_train}, {num_val})")
     data_root = os.path.join(workdir, "data") + os.sep if synthetic else cfg.DATASET.ROOT
     overrides.insert(0, f"DATASET.ROOT {data_root}")
     opts = [token for item in overrides for token in item.split(" ", 1)] + list(args.opts)

@@ -46,7 +46,7 @@ from configs import build  # noqa: E402
 from configs.default import load_config  # noqa: E402
 from models.deploy import BACKENDS  # noqa: E402
 from utils.cli import is_main_process, run_main, setup_logging  # noqa: E402
-from utils.errors import CheckpointError, ConfigError  # noqa: E402
+from utils.errors import CheckpointError, ConfigError, UsageError
 from utils.evaluate import eval_sampler, evaluate  # noqa: E402
 from utils.io import atomic_write_text, check_writable  # noqa: E402
 
@@ -94,26 +94,19 @@ def parse_args(argv=None):
 
 
 def build_model(cfg, args, device):
-    """The network to evaluate: PIDNet + TEST.MODEL_FILE, a NetsPresso module (``--netspresso``), or
-    for ``--onnx`` a runner of the file (checked to be a segmenter for DATASET.NUM_CLASSES)."""
+    """``(model, source file)``: PIDNet + TEST.MODEL_FILE, a NetsPresso module (``--netspresso``), or
+    for ``--onnx`` a runner of the file (see :func:`configs.build.build_eval_model`)."""
     if args.onnx:
-        from models.deploy import prepare_onnx_file
-
-        runner = prepare_onnx_file(args.onnx, args.runtime or "onnxruntime", device,
-                                   num_classes=cfg.DATASET.NUM_CLASSES)
-        logger.info("evaluating the ONNX file %s: %r", args.onnx, runner)
-        return runner, args.onnx
+        return build.build_eval_model(cfg, device, onnx=args.onnx, runtime=args.runtime), args.onnx
     if args.netspresso:
         if not args.model:
-            raise ConfigError("--netspresso needs --model FILE (the compressed model, e.g. best_model_model.pt)")
-        model = build.build_model(cfg, netspresso=(args.model, args.head))
+            raise UsageError("--netspresso needs --model FILE (the compressed model, e.g. best_model_model.pt)")
+        model = build.build_eval_model(cfg, device, netspresso=(args.model, args.head))
         logger.info("evaluating the compressed model %s%s", args.model, f" + head {args.head}" if args.head else "")
-        return model.to(device).eval(), args.model
+        return model, args.model
     if args.model or args.head:
-        raise ConfigError("--model/--head are for compressed models and need --netspresso; "
-                          "a PIDNet checkpoint goes to TEST.MODEL_FILE")
-    if args.backend != "eager":
-        _main_output_index(cfg.TEST.OUTPUT_INDEX)  # a bad index fails before the checkpoint is read
+        raise UsageError("--model/--head are for compressed models and need --netspresso; "
+                         "a PIDNet checkpoint goes to TEST.MODEL_FILE")
     model_file = cfg.TEST.MODEL_FILE
     if not model_file:
         model_file = build.run_layout(cfg, args.cfg).best
@@ -121,42 +114,11 @@ def build_model(cfg, args, device):
             raise CheckpointError(f"TEST.MODEL_FILE is not set and {model_file} does not exist: "
                                   "pass TEST.MODEL_FILE path/to/checkpoint.pt")
         logger.info("TEST.MODEL_FILE not set: using %s", model_file)
-    # augment=True as the official evaluation: the P head gets metrics too; OUTPUT_INDEX picks the main output.
-    model = build.build_model(cfg, model_file, augment=True)
-    return model.to(device).eval(), model_file
-
-
-# PIDNet(augment=True) returns [p, main, boundary]; only the first two are class scores.
-_PIDNET_OUTPUTS = 3
-_PIDNET_SEG_OUTPUTS = (0, 1)
-
-
-def _main_output_index(output_index):
-    if not -_PIDNET_OUTPUTS <= output_index < _PIDNET_OUTPUTS or \
-            output_index % _PIDNET_OUTPUTS not in _PIDNET_SEG_OUTPUTS:
-        raise ConfigError(f"TEST.OUTPUT_INDEX {output_index} does not select a class-score output of PIDNet "
-                          f"[p, main, boundary]: use 1 for the main output")
-    return output_index % _PIDNET_OUTPUTS
+    return build.build_eval_model(cfg, device, weights=model_file, backend=args.backend), model_file
 
 
 def build_runner(model, cfg, args, dataset, device):
-    """``model`` as evaluate() gets it: itself (eager, all outputs) or a deploy runner that returns
-    the output TEST.OUTPUT_INDEX only. Returns ``(model_fn, output_index)``, the index being that
-    of the evaluated output in PIDNet's list (None for eager: evaluate() reports all)."""
-    if args.onnx:
-        return model, 1  # ONNX exports hold the main output only
-    if args.backend == "eager":
-        return model, None
-    from models.deploy import prepare_inference
-
-    index = _main_output_index(cfg.TEST.OUTPUT_INDEX)
-    if len(dataset):
-        example = (1,) + tuple(dataset[0][0].shape)  # the real test size for the export/compile/auto probe
-    else:
-        example = (1, 3) + build.image_hw(cfg.TEST.IMAGE_SIZE)
-    runner = prepare_inference(model, args.backend, device, example, output_index=index)
-    logger.info("inference backend: %r (main output %d only)", runner, index)
-    return runner, index
+    return build.build_eval_runner(model, cfg, device, dataset, onnx=bool(args.onnx), backend=args.backend)
 
 
 def class_names_of(dataset, num_classes):
@@ -183,14 +145,14 @@ def main(args):
     setup_logging()
     cfg = load_config(args.cfg, args.opts)
     if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1 (got {args.batch_size})")
+        raise UsageError(f"--batch-size must be >= 1 (got {args.batch_size})")
     if args.onnx and (args.netspresso or args.backend != "eager"):
-        raise ConfigError("--onnx FILE runs the file itself: drop --netspresso/--backend "
+        raise UsageError("--onnx FILE runs the file itself: drop --netspresso/--backend "
                           "(choose the runtime with --runtime onnxruntime|openvino)")
     if args.runtime and not args.onnx:
-        raise ConfigError(f"--runtime {args.runtime} is for --onnx FILE; a checkpoint takes --backend")
+        raise UsageError(f"--runtime {args.runtime} is for --onnx FILE; a checkpoint takes --backend")
     if args.netspresso and args.backend != "eager":
-        raise ConfigError(f"--backend {args.backend} is for PIDNet checkpoints: evaluate --netspresso models "
+        raise UsageError(f"--backend {args.backend} is for PIDNet checkpoints: evaluate --netspresso models "
                           "with --backend eager")
     if cfg.TRAIN.IGNORE_LABEL < 0:
         raise ConfigError(f"TRAIN.IGNORE_LABEL {cfg.TRAIN.IGNORE_LABEL} must be 0..255 (labels are uint8); "
@@ -220,7 +182,7 @@ def _evaluate_and_report(cfg, args, device):
         logger.info("%s has no labels: writing predictions to %s", cfg.DATASET.TEST_SET, save_dir)
         check_writable(save_dir, "OUTPUT_DIR", is_dir=True)
     if args.save_color and save_dir is None:
-        raise ConfigError("--save-color needs --save-pred DIR (where to write the images)")
+        raise UsageError("--save-color needs --save-pred DIR (where to write the images)")
 
     workers = cfg.WORKERS if args.workers is None else args.workers
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=max(0, workers),

@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from configs import build  # noqa: E402
 from models.deploy import create_ort_session, export_onnx, fold_batchnorm, select_output  # noqa: E402
 from utils.cli import run_main, setup_logging  # noqa: E402
-from utils.errors import ConfigError, ModelError  # noqa: E402
+from utils.errors import ConfigError, ModelError, UsageError
 from utils.io import check_writable, made_dirs  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -64,12 +64,12 @@ def build_export_model(args):
     """``(model, output_index, (H, W), description)`` from --netspresso, --cfg or --a/--c/--p."""
     if args.netspresso:
         if not args.model:
-            raise ConfigError("--netspresso needs --model FILE (e.g. output/.../best_model_model.pt)")
+            raise UsageError("--netspresso needs --model FILE (e.g. output/.../best_model_model.pt)")
         if args.cfg or args.a or args.p:
             raise ConfigError("--netspresso --model FILE exports that module: drop --cfg/--a/--p")
         return build.load_body(args.model), _index(args, 1), tuple(args.r or (1024, 2048)), args.model
     if args.model:
-        raise ConfigError("--model is for compressed modules and needs --netspresso; "
+        raise UsageError("--model is for compressed modules and needs --netspresso; "
                           "PIDNet weights go to --p or TEST.MODEL_FILE")
     if args.cfg:
         if args.a or args.p:
@@ -88,7 +88,7 @@ def build_export_model(args):
         raise ConfigError("nothing to export: give --cfg FILE TEST.MODEL_FILE ckpt, --a NAME [--p ckpt], "
                           "or --netspresso --model FILE")
     if args.c <= 0:
-        raise ConfigError(f"--c must be a positive number of classes (got {args.c})")
+        raise UsageError(f"--c must be a positive number of classes (got {args.c})")
     model = build.load_pidnet(args.a, args.c, args.p, augment=False, classes_fix="pass --c {n}",
                               variant_fix="set --a to the checkpoint's variant")
     if not args.p:
@@ -118,14 +118,14 @@ def main(args):
     from utils.device import resolve_device
 
     if args.r is not None and min(args.r) <= 0:
-        raise ConfigError(f"--r expects two positive integers H W (got {args.r[0]} {args.r[1]})")
+        raise UsageError(f"--r expects two positive integers H W (got {args.r[0]} {args.r[1]})")
     if args.tolerance <= 0:
-        raise ConfigError(f"--tolerance must be positive (got {args.tolerance})")
+        raise UsageError(f"--tolerance must be positive (got {args.tolerance})")
     if not MIN_OPSET <= args.opset <= MAX_OPSET:
-        raise ConfigError(f"--opset {args.opset} is not supported: use {MIN_OPSET}..{MAX_OPSET} (default 17)")
+        raise UsageError(f"--opset {args.opset} is not supported: use {MIN_OPSET}..{MAX_OPSET} (default 17)")
     output = os.path.abspath(args.output)
     if os.path.isdir(output):
-        raise ConfigError(f"--output {args.output} is a directory: give a file name such as {args.output}/model.onnx")
+        raise UsageError(f"--output {args.output} is a directory: give a file name such as {args.output}/model.onnx")
     check_writable(output, "--output")
     device = resolve_device(args.device)
     model, output_index, (height, width), description = build_export_model(args)

@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from utils.cli import run_main, setup_logging  # noqa: E402
-from utils.errors import ConfigError, DatasetError, DeviceError  # noqa: E402
+from utils.errors import ConfigError, DatasetError, DeviceError, UsageError
 
 logger = logging.getLogger("tools.quantize")
 
@@ -99,27 +99,27 @@ def check_args(args):
         hint = (" (TensorRT is a runtime, not a quantizer: the int8 QDQ file runs on it with "
                 "onnxruntime-gpu's TensorRT provider on CUDA, e.g. models/speed/pidnet_speed.py --onnx FILE "
                 "--device cuda)") if args.engine.lower() == "tensorrt" else ""
-        raise ConfigError(f"unknown --engine '{args.engine}': use {' or '.join(ENGINES)}{hint}")
+        raise UsageError(f"unknown --engine '{args.engine}': use {' or '.join(ENGINES)}{hint}")
     if args.precision not in PRECISIONS:
-        raise ConfigError(f"unknown --precision '{args.precision}': use {' or '.join(PRECISIONS)}")
+        raise UsageError(f"unknown --precision '{args.precision}': use {' or '.join(PRECISIONS)}")
     if args.mixed:
         check_min_snr(args.min_snr)
         if args.precision != "int8":
-            raise ConfigError("--mixed chooses which layers stay float in an int8 model: use it with --precision int8")
+            raise UsageError("--mixed chooses which layers stay float in an int8 model: use it with --precision int8")
     if args.calib_images < 1:
-        raise ConfigError(f"--calib-images must be >= 1 (got {args.calib_images})")
+        raise UsageError(f"--calib-images must be >= 1 (got {args.calib_images})")
     if args.snr_images < 1:
-        raise ConfigError(f"--snr-images must be >= 1 (got {args.snr_images})")
+        raise UsageError(f"--snr-images must be >= 1 (got {args.snr_images})")
     if args.input_size is not None and min(args.input_size) < 32:
-        raise ConfigError(f"--input-size {args.input_size[0]} {args.input_size[1]} is too small: "
+        raise UsageError(f"--input-size {args.input_size[0]} {args.input_size[1]} is too small: "
                           "PIDNet needs H and W >= 32 (e.g. 512 1024)")
     sources = sum([bool(args.onnx), bool(args.netspresso)])
     if sources > 1:
         raise ConfigError("give one model: --onnx FILE, --netspresso --model FILE, or --cfg ... TEST.MODEL_FILE ckpt")
     if args.model and not args.netspresso:
-        raise ConfigError("--model is the compressed module of --netspresso: add --netspresso")
+        raise UsageError("--model is the compressed module of --netspresso: add --netspresso")
     if args.netspresso and not args.model:
-        raise ConfigError("--netspresso needs --model FILE (a *_model.pt from tools/compress.py or tools/train.py)")
+        raise UsageError("--netspresso needs --model FILE (a *_model.pt from tools/compress.py or tools/train.py)")
     if not args.cfg:
         if args.opts:
             raise ConfigError(f"config overrides {' '.join(args.opts)} need --cfg")
@@ -132,7 +132,7 @@ def check_args(args):
         if args.eval:
             raise ConfigError("--eval needs --cfg (its DATASET.TEST_SET)")
     if args.threads is not None and args.threads < 1:
-        raise ConfigError(f"--threads must be >= 1 (got {args.threads})")
+        raise UsageError(f"--threads must be >= 1 (got {args.threads})")
     check_precision_device(args.precision, args.device)
 
 
@@ -317,7 +317,7 @@ def main(args):
     cfg = load_config(args.cfg, args.opts) if args.cfg else None
     size = default_input_size(args, cfg)
     if os.path.exists(args.output_dir) and not args.overwrite:
-        raise ConfigError(f"--output-dir {args.output_dir} already exists: choose another folder or add --overwrite")
+        raise UsageError(f"--output-dir {args.output_dir} already exists: choose another folder or add --overwrite")
     if args.onnx:  # a bad file fails before the calibration images are read
         q.load_segmenter_onnx(args.onnx, cfg.DATASET.NUM_CLASSES if cfg is not None else None)
 

@@ -55,8 +55,8 @@ from configs import build  # noqa: E402
 from configs.default import load_config  # noqa: E402
 from utils import distributed as du  # noqa: E402
 from utils.cli import first_line, run_main, setup_logging  # noqa: E402
-from utils.errors import (CheckpointError, ConfigError, NonFiniteLossError,  # noqa: E402
-                          OutputError, PIDNetError, TrainingError)
+from utils.errors import (CheckpointError, ConfigError, NonFiniteLossError, OutputError, PIDNetError,  # noqa: E402
+                          TrainingError, UsageError)
 from utils.io import check_writable, made_dirs  # noqa: E402
 from utils.runlock import RunLock  # noqa: E402
 
@@ -127,10 +127,10 @@ def claim_output(stack, layout, resume_path, overwrite):
 def check_config(cfg, args):
     if args.netspresso:
         if not args.model or not args.head:
-            raise ConfigError("--netspresso training needs --model FILE and --head FILE (the auxiliary heads "
+            raise UsageError("--netspresso training needs --model FILE and --head FILE (the auxiliary heads "
                               "provide the P and boundary outputs the PIDNet loss needs)")
     elif args.model or args.head:
-        raise ConfigError("--model/--head are for compressed models and need --netspresso")
+        raise UsageError("--model/--head are for compressed models and need --netspresso")
     check_distillation_args(args)
     train = cfg.TRAIN
     if train.BATCH_SIZE_PER_GPU < 1:
@@ -158,7 +158,7 @@ def check_distillation_args(args):
     given = [f"--{n.replace('_', '-')}" for n in ("kd_weight", "kd_temperature", "kd_features")
              if getattr(args, n, None) is not None]
     if given and not args.teacher:
-        raise ConfigError(f"{', '.join(given)} need --teacher CKPT (the model to distil from)")
+        raise UsageError(f"{', '.join(given)} need --teacher CKPT (the model to distil from)")
     if args.teacher:
         check_settings(*distillation_settings(args))
 

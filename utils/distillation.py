@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from utils import distributed as du
 from utils.cli import first_line
-from utils.errors import CheckpointError, ConfigError, ModelError
+from utils.errors import CheckpointError, ModelError, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -47,13 +47,13 @@ _PROBE_SIZE = 128
 
 
 def check_settings(weight, temperature, features):
-    """Raise :class:`ConfigError` for a negative weight, a temperature <= 0 or an unknown feature loss."""
+    """Raise :class:`UsageError` for a negative weight, a temperature <= 0 or an unknown feature loss."""
     if not weight >= 0:  # also rejects NaN
-        raise ConfigError(f"--kd-weight must be >= 0 (got {weight})")
+        raise UsageError(f"--kd-weight must be >= 0 (got {weight})")
     if not temperature > 0:
-        raise ConfigError(f"--kd-temperature must be > 0 (got {temperature}); 1 is plain KL, 2-4 soften more")
+        raise UsageError(f"--kd-temperature must be > 0 (got {temperature}); 1 is plain KL, 2-4 soften more")
     if features is not None and features not in FEATURE_LOSSES:
-        raise ConfigError(f"--kd-features '{features}' is unknown: use one of {', '.join(FEATURE_LOSSES)} "
+        raise UsageError(f"--kd-features '{features}' is unknown: use one of {', '.join(FEATURE_LOSSES)} "
                           "(or leave it out for logit distillation only)")
 
 

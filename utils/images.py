@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from datasets.base_dataset import MEAN as IMAGENET_MEAN, STD as IMAGENET_STD
-from utils.errors import DatasetError
+from utils.errors import CompressionError, DatasetError
 from utils.io import atomic_write_bytes
 from utils.visualize import colorize, overlay
 
@@ -249,3 +249,35 @@ def default_output_dir(input_path):
     """``<input folder>/outputs`` (the folder itself, or a file's folder)."""
     folder = input_path if os.path.isdir(input_path) else os.path.dirname(os.path.abspath(input_path))
     return os.path.join(folder, "outputs")
+
+
+def load_images(folder, count):
+    """Up to ``count`` images of ``folder`` (sorted by name), preprocessed as tools/custom.py does.
+
+    Raises:
+        CompressionError: the folder does not exist or holds no readable image.
+    """
+    if count < 1:
+        raise CompressionError(f"--num-images must be at least 1, got {count}")
+    if not os.path.isdir(folder):
+        raise CompressionError(f"--images folder not found: {folder}. Pass a folder of images for PR_NN")
+    images, skipped = [], []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if len(images) >= count or not os.path.isfile(path) or kind_of(path) != "image":
+            continue
+        bgr = read_image(path)
+        if bgr is None:
+            skipped.append(name)
+            continue
+        images.append(input_transform(bgr))
+    if not images:
+        raise CompressionError(f"no readable image in {folder}"
+                               f"{f' ({len(skipped)} could not be decoded)' if skipped else ''}: "
+                               "put .png/.jpg images there or point --images at another folder")
+    if skipped:
+        logger.warning("skipped %d file(s) of %s that cannot be decoded: %s", len(skipped), folder,
+                       ", ".join(skipped[:5]))
+    if len(images) < count:
+        logger.info("PR_NN uses the %d images found in %s (asked for %d)", len(images), folder, count)
+    return images

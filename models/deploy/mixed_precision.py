@@ -37,11 +37,11 @@ def quantizable_layers(model, calibrated=None):
 
 
 def check_min_snr(value):
-    from utils.errors import ConfigError
+    from utils.errors import UsageError
 
     low, high = MIN_SNR_RANGE
     if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
-        raise ConfigError(f"--min-snr {value} is out of range: give a logits SNR in dB between {low:g} "
+        raise UsageError(f"--min-snr {value} is out of range: give a logits SNR in dB between {low:g} "
                           f"and {high:g} (int8 PIDNet typically reaches 20-35 dB)")
     return float(value)
 

@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from configs.build import apply_cudnn  # noqa: E402
 from models.deploy import BACKENDS, PRECISIONS, prepare_inference, select_output  # noqa: E402
 from utils.cli import run_main, setup_logging  # noqa: E402
-from utils.errors import ConfigError  # noqa: E402
+from utils.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def measure_speed(runner, images, warmup=10, calib_seconds=1.0, seconds=6.0, ite
 
 def _resolution(values):
     if len(values) != 2 or min(values) <= 0:
-        raise ConfigError(f"--r expects two positive integers H W (got {' '.join(map(str, values))}): "
+        raise UsageError(f"--r expects two positive integers H W (got {' '.join(map(str, values))}): "
                           "e.g. --r 1024 2048")
     return int(values[0]), int(values[1])
 
@@ -119,7 +119,7 @@ def build_speed_model(args):
     if args.model:
         return build.load_body(args.model).eval()
     if args.c <= 0:
-        raise ConfigError(f"--c must be a positive number of classes (got {args.c})")
+        raise UsageError(f"--c must be a positive number of classes (got {args.c})")
     return build.load_pidnet(args.a, args.c, args.p, augment=False,
                              module_hint="time such files with --model FILE instead of --p",
                              classes_fix="pass --c {n}", variant_fix="set --a to the checkpoint's variant").eval()
@@ -128,7 +128,7 @@ def build_speed_model(args):
 def build_onnx_runner(args, device):
     """The ``--onnx`` file as a runner; the options of a PyTorch model do not apply to it."""
     if args.model or args.p or args.backend != "auto" or args.cuda_graphs:
-        raise ConfigError("--onnx FILE is timed as it is: drop --model/--p/--backend/--cuda-graphs "
+        raise UsageError("--onnx FILE is timed as it is: drop --model/--p/--backend/--cuda-graphs "
                           "(choose the runtime with --runtime onnxruntime|openvino)")
     from models.deploy import prepare_onnx_file
 
@@ -141,9 +141,9 @@ def main(args):
 
     height, width = _resolution(args.r)
     if args.warmup < 0 or args.seconds <= 0 or args.calib_seconds <= 0 or args.iters < 0:
-        raise ConfigError("--warmup/--iters must be >= 0 and --seconds/--calib-seconds > 0")
+        raise UsageError("--warmup/--iters must be >= 0 and --seconds/--calib-seconds > 0")
     if args.threads < 0:
-        raise ConfigError(f"--threads must be >= 0 (got {args.threads})")
+        raise UsageError(f"--threads must be >= 0 (got {args.threads})")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -155,7 +155,7 @@ def main(args):
         name = os.path.basename(args.onnx)
     else:
         if args.runtime:
-            raise ConfigError(f"--runtime {args.runtime} is for --onnx FILE; a model takes --backend")
+            raise UsageError(f"--runtime {args.runtime} is for --onnx FILE; a model takes --backend")
         model = build_speed_model(args)
         runner = prepare_inference(model, args.backend, device, images, output_index=args.output_index,
                                    precision=args.precision, channels_last=not args.no_channels_last,

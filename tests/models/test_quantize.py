@@ -12,7 +12,7 @@ import pytest
 
 from models.deploy import mixed_precision as mp
 from models.deploy import quantize as q
-from utils.errors import CheckpointError, ConfigError, ModelError
+from utils.errors import CheckpointError, ModelError, UsageError
 
 # Logits SNR that int8 must beat on the trained tiny model (it measures ~17-20 dB with both
 # engines; a broken scale, zero point or missing per-channel weights gives < 5 dB).
@@ -137,7 +137,7 @@ def test_wrong_class_count_and_snr_range(trained_tiny):
     with pytest.raises(ModelError, match="predicts 19 classes, but 11 are expected"):
         q.load_segmenter_onnx(trained_tiny["onnx"], 11)
     for bad in (0.0, 200.0, float("nan")):
-        with pytest.raises(ConfigError, match="--min-snr .* out of range"):
+        with pytest.raises(UsageError, match="--min-snr .* out of range"):
             mp.check_min_snr(bad)
 
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import tools.demo as demo
-from utils.errors import ConfigError
+from utils.errors import UsageError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -23,9 +23,9 @@ def test_plan_quick_and_bad_values(tmp_path):
     assert list(plan["cfg"].TEST.IMAGE_SIZE) == [128, 64]
     full = demo.plan(parse(["--workdir", str(tmp_path), "--epochs", "8"]))
     assert full["finetune_epochs"] == 2 and full["cfg"].OUTPUT_DIR == f"{tmp_path}/output"
-    with pytest.raises(ConfigError, match="--ratio"):
+    with pytest.raises(UsageError, match="--ratio"):
         demo.plan(parse(["--ratio", "1.5"]))
-    with pytest.raises(ConfigError, match="--epochs"):
+    with pytest.raises(UsageError, match="--epochs"):
         demo.plan(parse(["--epochs", "0"]))
 
 

@@ -8,7 +8,7 @@ from models.netspresso import NetsPressoPIDNet, PIDNetBody, export_pidnet
 from models.pidnet import PIDNet
 from utils.distillation import (Distiller, check_resume, check_settings, cosine_distance, kl_distillation,
                                 load_teacher, normalized_mse, restore_distillation, weights_fingerprint)
-from utils.errors import CheckpointError, ConfigError
+from utils.errors import CheckpointError, UsageError
 
 
 def tiny(planes=8, num_classes=5, seed=0):
@@ -160,7 +160,7 @@ def test_load_teacher_bad_input(tmp_path):
     ((1.0, 1.0, "l2"), "--kd-features 'l2' is unknown: use one of cs, norm_mse"),
 ])
 def test_bad_settings(args, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(UsageError, match=message):
         check_settings(*args)
 
 

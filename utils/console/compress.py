@@ -3,7 +3,7 @@
 * preview: :func:`models.compression.plan.plan` + :func:`models.compression.plan.preview`
   (as ``tools/compress.py --dry-run``), :func:`~models.compression.plan.plan_ranks` for ``FD_*``;
 * compress: the method module's ``compress_model`` in a background job (``PR_NN`` images read by
-  :func:`tools.compress.load_images`), latency from :func:`models.deploy.prepare_inference` +
+  :func:`utils.images.load_images`), latency from :func:`models.deploy.prepare_inference` +
   :func:`models.deploy.time_runner`, files written as the CLI writes them, with the
   ``tools/compress.py`` command line that reproduces them.
 """
@@ -92,7 +92,7 @@ def _manual_values(manual, keyword, required=True):
 
 def nn_images(workspace, folder, count):
     """Images of a work-directory folder, read and preprocessed as ``tools/compress.py --images`` does."""
-    from tools.compress import load_images
+    from utils.images import load_images
 
     if not folder:
         raise CompressionError("PR_NN ranks filters by their feature maps on real images: pick an image folder "

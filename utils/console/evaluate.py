@@ -1,11 +1,11 @@
 """The evaluate job: fp32 vs compressed vs quantized mIoU on a config's val set, with the
 accuracy-vs-latency chart of the demo report.
 
-Every number comes from what ``tools/eval.py`` runs: the arguments are parsed by its
-``parse_args`` (so each row has the command line that reproduces it), the val set is its
-``build_test_dataset``, the model its ``build_model`` (``--netspresso --model/--head`` for a
-body, ``--onnx`` for a quantized file, run by :func:`models.deploy.prepare_onnx_file`) and
-``build_runner``, the metrics :func:`utils.evaluate.evaluate`. The chart and its Pareto front
+Every number comes from what ``tools/eval.py`` runs: the val set, the model and its runner are
+built by the same :mod:`configs.build` functions (``build_test_dataset``, ``build_eval_model``
+with ``--netspresso --model/--head`` for a body or ``--onnx`` for a quantized file,
+``build_eval_runner``), the metrics are :func:`utils.evaluate.evaluate`, and each row keeps the
+``tools/eval.py`` command line that reproduces it. The chart and its Pareto front
 are :func:`utils.report.plot_tradeoff` / :func:`utils.report.tradeoff_rows`. Latency: batch 1 on
 the CPU at the val image size, a body through :func:`models.deploy.prepare_inference` with the
 chosen runtime (as the compress job times it), an ONNX file through its own runner.
@@ -33,7 +33,7 @@ def eval_config(workspace, config, dataset_root=""):
     """``(cfg file, overrides, frozen cfg, val dataset)``: the config with ``DATASET.ROOT`` set to a
     folder of the work directory (``dataset_root``, else the config's own ROOT read inside it)."""
     from configs.default import load_config
-    from tools.eval import build_test_dataset
+    from configs.build import build_test_dataset
 
     if not config:
         raise ConsoleError("pick the config whose val set to evaluate on (e.g. "
@@ -136,7 +136,7 @@ def run_evaluate(job, workspace, run, config, dataset_root, runtime):
     """Evaluate every model of ``run``; writes ``<run>/evaluation/{eval.json, tradeoff.png, command.sh}``."""
     from torch.utils.data import DataLoader
 
-    import tools.eval as eval_cli
+    from configs.build import build_eval_model, build_eval_runner
     from utils.evaluate import evaluate
     from utils.report import plot_tradeoff, tradeoff_rows
 
@@ -151,9 +151,12 @@ def run_evaluate(job, workspace, run, config, dataset_root, runtime):
     for i, (label, kind, name, head) in enumerate(models):
         span = 0.85 / len(models)
         argv = eval_argv(workspace, cfg_file, opts, kind, name, head)
-        args = eval_cli.parse_args(argv)
-        model, _ = eval_cli.build_model(cfg, args, device)
-        model_fn, _ = eval_cli.build_runner(model, cfg, args, dataset, device)
+        if kind == "onnx":
+            model = build_eval_model(cfg, device, onnx=workspace.path(name), runtime="onnxruntime")
+        else:
+            model = build_eval_model(cfg, device, netspresso=(workspace.path(name),
+                                                              workspace.path(head) if head else None))
+        model_fn, _ = build_eval_runner(model, cfg, device, dataset, onnx=kind == "onnx")
         result = evaluate(model_fn, _Reporting(loader, job, 0.05 + i * span, 0.8 * span, f"evaluating {label}"),
                           cfg.DATASET.NUM_CLASSES, ignore_label=cfg.TRAIN.IGNORE_LABEL, device=device,
                           output_index=cfg.TEST.OUTPUT_INDEX, align_corners=cfg.MODEL.ALIGN_CORNERS,

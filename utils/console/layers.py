@@ -60,7 +60,7 @@ def nn_scores(analysis, images):
 def layer_table(analysis, input_size, images=None):
     """Rows ``{name, kind, in, out, params, macs, group, prunable, reason, l2, gm, nn, vbmf}`` and totals.
 
-    ``images``: preprocessed tensors (:func:`tools.compress.load_images`) for the NN column;
+    ``images``: preprocessed tensors (:func:`utils.images.load_images`) for the NN column;
     without them ``nn`` is None.
     """
     from models.compression import importance

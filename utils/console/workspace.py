@@ -80,7 +80,7 @@ def file_kind(path):
 
 def _check_image(path, filename):
     """Refuse an "image" that does not decode (decoded as tools/compress.py --images reads it)."""
-    from tools.custom import read_image
+    from utils.images import read_image
 
     if read_image(path) is None:
         raise ConsoleError(f"upload '{filename}' is not an image (it does not decode as "
