@@ -4,7 +4,7 @@ Per layer: kind, in/out channels, parameters, MACs (:func:`models.compression.re
 the channel group it is pruned with and that group's importance (L2 and GM from
 :mod:`models.compression.importance`; NN, the ``PR_NN`` feature-map nuclear norm, when images
 are given), and for decomposable layers the EVBMF rank (:mod:`models.compression.vbmf`, through
-:func:`models.compression.decompose.layer_vbmf_rank`: ``[r_in, r_out]`` for the KxK layers
+:func:`models.compression.decompose_ranks.layer_vbmf_rank`: ``[r_in, r_out]`` for the KxK layers
 Tucker-2 splits, ``r`` for the 1x1 / linear layers SVD splits).
 """
 import logging
@@ -31,15 +31,15 @@ def vbmf_ranks(model):
     methods = [m["name"] for m in compression_methods() if any(r["name"] == "vbmf" for r in m["recommendations"])]
     if not methods:
         return {}
-    from models.compression import decompose
+    from models.compression import decompose_ranks as ranks
 
     out = {}
     for method in methods:
-        for name in decompose.decomposable_layers(model, method):
+        for name in ranks.decomposable_layers(model, method):
             if name not in out:
                 module = model.get_submodule(name)
-                out[name] = {"method": method, "rank": decompose.layer_vbmf_rank(module, method),
-                             "full": decompose.layer_full_rank(module, method)}
+                out[name] = {"method": method, "rank": ranks.layer_vbmf_rank(module, method),
+                             "full": ranks.layer_full_rank(module, method)}
     return out
 
 
