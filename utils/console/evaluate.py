@@ -6,7 +6,7 @@ built by the same :mod:`configs.build` functions (``build_test_dataset``, ``buil
 with ``--netspresso --model/--head`` for a body or ``--onnx`` for a quantized file,
 ``build_eval_runner``), the metrics are :func:`utils.evaluate.evaluate`, and each row keeps the
 ``tools/eval.py`` command line that reproduces it. The chart and its Pareto front
-are :func:`utils.report.plot_tradeoff` / :func:`utils.report.tradeoff_rows`. Latency: batch 1 on
+are :func:`utils.report.charts.plot_tradeoff` / :func:`utils.report.summary.tradeoff_rows`. Latency: batch 1 on
 the CPU at the val image size, a body through :func:`models.deploy.prepare_inference` with the
 chosen runtime (as the compress job times it), an ONNX file through its own runner.
 """
@@ -138,7 +138,8 @@ def run_evaluate(job, workspace, run, config, dataset_root, runtime):
 
     from configs.build import build_eval_model, build_eval_runner
     from utils.evaluate import evaluate
-    from utils.report import plot_tradeoff, tradeoff_rows
+    from utils.report.charts import plot_tradeoff
+    from utils.report.summary import tradeoff_rows
 
     job.progress(0.01, "reading the val set")
     cfg_file, opts, cfg, dataset = eval_config(workspace, config, dataset_root)

@@ -16,13 +16,14 @@ from fastapi.testclient import TestClient
 import tools.compress as compress_cli
 import tools.eval as eval_cli
 from models.checkpoint import load_module_file
-from models.compression import decompose, importance
+from models.compression import decompose_ranks, importance
 from utils.cli import run_main
 from utils.console.app import create_app
 from utils.console.evaluate import run_evaluate
 from utils.console.jobs import Cancelled
 from utils.console.quantize import quantize_view
 from utils.console.workspace import Workspace
+from utils.images import load_images
 
 from .conftest import SIZE, SYNTH_CONFIG, VAL_IMAGES, snapshot
 
@@ -65,10 +66,10 @@ def test_layer_table_has_vbmf_ranks_and_nn_importance_with_images(client, synth)
     body = load_module_file(str(synth / BODY))
     # VBMF: Tucker-2 ranks for KxK layers, SVD ranks for 1x1 ones, as decompose recommends them.
     assert rows["conv1.0"]["vbmf"] == {"method": "FD_TK", "full": [3, 8],
-                                       "rank": decompose.layer_vbmf_rank(body.get_submodule("conv1.0"), "FD_TK")}
+                                       "rank": decompose_ranks.layer_vbmf_rank(body.get_submodule("conv1.0"), "FD_TK")}
     one_by_one = next(n for n, r in rows.items() if r["kind"] == "Conv2d 1x1" and r["vbmf"])
     assert rows[one_by_one]["vbmf"]["method"] == "FD_SVD"
-    assert rows[one_by_one]["vbmf"]["rank"] == decompose.layer_vbmf_rank(body.get_submodule(one_by_one), "FD_SVD")
+    assert rows[one_by_one]["vbmf"]["rank"] == decompose_ranks.layer_vbmf_rank(body.get_submodule(one_by_one), "FD_SVD")
     assert plain["totals"]["vbmf_layers"] == sum(r["vbmf"] is not None for r in plain["layers"]) > 20
     assert all(r["nn"] is None for r in plain["layers"]) and plain["totals"]["nn_images"] == 0
 
@@ -79,7 +80,7 @@ def test_layer_table_has_vbmf_ranks_and_nn_importance_with_images(client, synth)
     # A group of one convolution: its NN score is the mean nuclear norm of its feature maps.
     single = next(n for n, r in rows.items() if r["prunable"] and r["root"]
                   and sum(g["group"] == n for g in rows.values()) == 1)
-    images = compress_cli.load_images(str(synth / VAL_IMAGES), 32)
+    images = load_images(str(synth / VAL_IMAGES), 32)
     conv = body.get_submodule(single)
     expected = importance.feature_nuclear_norms(body, [conv], images)[conv].mean()
     assert rows[single]["nn"] == pytest.approx(float(expected), rel=1e-4)
@@ -225,7 +226,7 @@ def test_image_uploads_feed_the_image_picker(client, synth):
     assert {"name": "data"} in client.get("/api/files").json()["dataset_roots"]
     table = _ok(client.post("/api/model", json={"model": BODY, "input_size": SIZE, "images": "uploads/images"}))
     assert table["totals"]["nn_images"] == 1
-    assert torch.is_tensor(compress_cli.load_images(str(synth / "uploads/images"), 4)[0])
+    assert torch.is_tensor(load_images(str(synth / "uploads/images"), 4)[0])
 
 
 def test_quantize_report_of_the_work_directory_through_the_api(client, synth):
