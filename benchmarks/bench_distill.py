@@ -41,7 +41,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from utils.cli import run_main, setup_logging  # noqa: E402
-from utils.errors import TrainingError, UsageError
+from utils.errors import TrainingError, UsageError  # noqa: E402
 from utils.io import atomic_write_text  # noqa: E402
 
 logger = logging.getLogger("bench_distill")

@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from models.calibration import realistic_random_weights  # noqa: E402
 from models.deploy import prepare_inference, select_output  # noqa: E402
 from utils.cli import run_main, setup_logging  # noqa: E402
-from utils.errors import UsageError
+from utils.errors import UsageError  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from utils.cli import run_main, setup_logging  # noqa: E402
-from utils.errors import UsageError
+from utils.errors import UsageError  # noqa: E402
 
 logger = logging.getLogger(__name__)
 NAMES = {"s": "PIDNet-S", "m": "PIDNet-M", "l": "PIDNet-L"}

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from utils.cli import run_main, setup_logging  # noqa: E402
-from utils.errors import ConfigError, UsageError
+from utils.errors import ConfigError, UsageError  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ from configs.default import load_config  # noqa: E402
 from utils import demo_report  # noqa: E402
 from utils.cli import run_main, setup_logging  # noqa: E402
 from utils.device import resolve_device  # noqa: E402
-from utils.errors import PIDNetError, UsageError
+from utils.errors import PIDNetError, UsageError  # noqa: E402
 from utils.layout import (COMPRESSED_BODY, EXPORT_BODY, EXPORT_HEAD, LEGACY_COMPRESSED_BODIES,  # noqa: E402
                           RunLayout, compression_report, experiment_name)
 from utils.steps import ReplayRunner, Runner, relative  # noqa: E402

@@ -46,7 +46,7 @@ from configs import build  # noqa: E402
 from configs.default import load_config  # noqa: E402
 from models.deploy import BACKENDS  # noqa: E402
 from utils.cli import is_main_process, run_main, setup_logging  # noqa: E402
-from utils.errors import CheckpointError, ConfigError, UsageError
+from utils.errors import CheckpointError, ConfigError, UsageError  # noqa: E402
 from utils.evaluate import eval_sampler, evaluate  # noqa: E402
 from utils.io import atomic_write_text, check_writable  # noqa: E402
 

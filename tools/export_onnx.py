@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from configs import build  # noqa: E402
 from models.deploy import create_ort_session, export_onnx, fold_batchnorm, select_output  # noqa: E402
 from utils.cli import run_main, setup_logging  # noqa: E402
-from utils.errors import ConfigError, ModelError, UsageError
+from utils.errors import ConfigError, ModelError, UsageError  # noqa: E402
 from utils.io import check_writable, made_dirs  # noqa: E402
 
 logger = logging.getLogger(__name__)

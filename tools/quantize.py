@@ -36,11 +36,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from utils.cli import run_main, setup_logging  # noqa: E402
-from utils.errors import ConfigError, DatasetError, DeviceError, UsageError
+from utils.errors import ConfigError, DatasetError, DeviceError, UsageError  # noqa: E402
+from utils.layout import QUANTIZE_REPORT  # noqa: E402
 
 logger = logging.getLogger("tools.quantize")
 
-REPORT_FILE = "quantize_report.json"
 MODEL_FILES = {"int8": "model_int8.onnx", "fp16": "model_fp16.onnx"}
 
 
@@ -359,7 +359,7 @@ def main(args):
                               f"{args.precision}_miou": evaluate_onnx(cfg, path, args.threads)}
         from utils.io import atomic_write_text
 
-        atomic_write_text(json.dumps(report, indent=2) + "\n", os.path.join(out.path, REPORT_FILE))
+        atomic_write_text(json.dumps(report, indent=2) + "\n", os.path.join(out.path, QUANTIZE_REPORT))
         out.commit()
 
     final = os.path.join(args.output_dir, os.path.basename(path))

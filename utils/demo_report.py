@@ -9,6 +9,8 @@ import json
 import logging
 import os
 
+from utils.layout import QUANTIZE_REPORT
+
 logger = logging.getLogger(__name__)
 
 
@@ -83,7 +85,7 @@ def tradeoff_points(speed, quant_dir, original, compressed, ratio):
     """One accuracy-vs-latency point per model the demo made (latency from the speed steps,
     mIoU from the evaluations; the fp32 backends share the trained model's mIoU, since they
     give its logits to 1e-3)."""
-    quantized = {key: (read_json(os.path.join(quant_dir, key, "quantize_report.json")) or {}).get("eval", {})
+    quantized = {key: (read_json(os.path.join(quant_dir, key, QUANTIZE_REPORT)) or {}).get("eval", {})
                  for key in ("original", "compressed")}
     pruned = f"pruned {int(round(100 * ratio))}%"
     rows = (("fp32 eager", "original_eager", (original or {}).get("mean_iou")),

@@ -36,7 +36,8 @@ BODY_PART, HEAD_PART = "_model", "_head"
 EXPORT_PREFIX, EXPORT_TAG = "model", "fx"
 COMPRESSED_BODY = "compressed_pidnet.pt"
 # Bodies written under another name by earlier versions (accepted on input, never written).
-LEGACY_COMPRESSED_BODIES = ("compressed_model.pt",)
+LEGACY_COMPRESSED_BODIES = ("compressed_model.pt", "compressed.pt")
+QUANTIZE_REPORT = "quantize_report.json"  # tools/quantize.py, beside its model_int8.onnx / model_fp16.onnx
 
 _PAIR_RE = re.compile(r"^(?P<prefix>.+)" + BODY_PART + r"(?P<tag>" + EXPORT_TAG + r")?\.pt$")
 

@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from configs.build import apply_cudnn  # noqa: E402
 from models.deploy import BACKENDS, PRECISIONS, prepare_inference, select_output  # noqa: E402
 from utils.cli import run_main, setup_logging  # noqa: E402
-from utils.errors import UsageError
+from utils.errors import UsageError  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

@@ -235,7 +235,7 @@ def test_browser_pick_preview_compress_compare_download(workdir, tmp_path):
 
             # 4. download the JSON report
             by_id("report-link").click()
-            target = downloads / "compressed.json"
+            target = downloads / "compressed_pidnet.json"
             deadline = time.time() + 30
             while not target.exists() and time.time() < deadline:
                 time.sleep(0.2)

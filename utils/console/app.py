@@ -23,7 +23,7 @@ from utils.cli import one_line
 from utils.console import compress, evaluate, layers, quantize, sources
 from utils.console.catalog import catalog, method_module, quantization, runtimes
 from utils.console.jobs import JobQueue
-from utils.console.workspace import Workspace
+from utils.console.workspace import Workspace, run_body
 from utils.errors import ConsoleError, PIDNetError
 
 logger = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ class Console:
                 raise ConsoleError(f"unknown {key[:-1]} '{value}': use one of {', '.join(options[key])}")
         if body.min_snr is not None and body.precision != "int8":
             raise ConsoleError("keeping layers in float (a minimum SNR) is for int8: clear the SNR or pick int8")
-        self.workspace.path(f"{body.run}/compressed.pt")
+        run_body(self.workspace, body.run)
         self.workspace.folder(body.calib_dir)
         size = sources.check_input_size(body.input_size or self.loaded()[2])
         return self._submit("quantize", f"{body.precision} of {body.run}",

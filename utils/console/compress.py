@@ -21,7 +21,9 @@ import torch
 from utils.console.catalog import method_module, supported_kwargs
 from utils.console.sources import check_input_size, load_source, trace_size_for
 from utils.errors import CompressionError
+from utils.console.workspace import RUN_BODY, RUN_REPORT
 from utils.io import atomic_save, atomic_write_text
+from utils.layout import EXPORT_BODY, EXPORT_HEAD
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +137,7 @@ def command_lines(source_paths, export, kwargs, run_dir, input_size, trace_size,
     if export is not None:
         lines.append(shlex.join(["python", "tools/export_netspresso.py", "--cfg", export["cfg"], "--output-dir",
                                  run_dir, "--device", "cpu", "TEST.MODEL_FILE", export["checkpoint"]]))
-        model_path = os.path.join(run_dir, "model_modelfx.pt")
+        model_path = os.path.join(run_dir, EXPORT_BODY)
     argv = ["python", "tools/compress.py", "--model", model_path, "--method", kwargs["method"]]
     if kwargs.get("recommendation"):
         argv += ["--recommendation", kwargs["recommendation"]]
@@ -150,7 +152,7 @@ def command_lines(source_paths, export, kwargs, run_dir, input_size, trace_size,
         argv += ["--images", images[0], "--num-images", str(images[1])]
     argv += ["--round-to", str(kwargs["round_to"]), "--input-size", str(input_size[0]), str(input_size[1]),
              "--trace-size", str(trace_size[0]), str(trace_size[1]), "--device", "cpu",
-             "--output", os.path.join(run_dir, "compressed.pt")]
+             "--output", os.path.join(run_dir, RUN_BODY)]
     lines.append(shlex.join(argv))
     return lines
 
@@ -187,11 +189,11 @@ def run_compress(job, workspace, source, request, input_size, runtime):
             atomic_write_text(json.dumps(kwargs[keyword], indent=2) + "\n", os.path.join(tmp, name))
             manual_file = (keyword, os.path.join(final, name))
         if export is not None:
-            atomic_save(body, os.path.join(tmp, "model_modelfx.pt"))
-            atomic_save(head, os.path.join(tmp, "model_headfx.pt"))
+            atomic_save(body, os.path.join(tmp, EXPORT_BODY))
+            atomic_save(head, os.path.join(tmp, EXPORT_HEAD))
         elif source.head:
-            shutil.copyfile(workspace.path(source.head), os.path.join(tmp, "model_headfx.pt"))
-        atomic_save(compressed, os.path.join(tmp, "compressed.pt"))
+            shutil.copyfile(workspace.path(source.head), os.path.join(tmp, EXPORT_HEAD))
+        atomic_save(compressed, os.path.join(tmp, RUN_BODY))
         source_paths = {"model": workspace.path(source.model)}
         image_flags = (workspace.folder(request.images), request.num_images) if images is not None else None
         commands = command_lines(source_paths, export, kwargs, final, input_size, trace_size, manual_file,
@@ -204,12 +206,12 @@ def run_compress(job, workspace, source, request, input_size, runtime):
                                 "before": before * 1e3, "after": after * 1e3}
         report["commands"] = commands
         job.progress(0.95, "writing the report")
-        atomic_write_text(json.dumps(report, indent=2) + "\n", os.path.join(tmp, "compressed.json"))
+        atomic_write_text(json.dumps(report, indent=2) + "\n", os.path.join(tmp, RUN_REPORT))
         atomic_write_text("\n".join(commands) + "\n", os.path.join(tmp, "command.sh"))
         files = sorted(os.listdir(tmp))
     first = f"{input_size[0]}x{input_size[1]}"
     return {"run": workspace.relative(final), "files": [f"{workspace.relative(final)}/{f}" for f in files],
-            "report": f"{workspace.relative(final)}/compressed.json", "commands": commands,
+            "report": f"{workspace.relative(final)}/{RUN_REPORT}", "commands": commands,
             "seconds": seconds, "input_size": list(input_size), "runtime": runtime,
             "before": {"params": report["before"]["params"], "macs": report["before"]["macs"][first],
                        "latency_ms": before * 1e3},

@@ -19,9 +19,10 @@ import torch
 
 from utils.console.compress import measure_latency
 from utils.console.sources import config_path
-from utils.console.workspace import QUANTIZE_REPORT
+from utils.console.workspace import QUANTIZE_REPORT, run_body, run_report
 from utils.errors import ConsoleError
 from utils.io import atomic_write_text
+from utils.layout import EXPORT_BODY, EXPORT_HEAD
 
 logger = logging.getLogger(__name__)
 
@@ -60,18 +61,21 @@ def eval_models(workspace, run):
     """``[(label, kind, file, head)]`` of a compress run: the fp32 body it was made from, the
     compressed body and every quantized ONNX file in the run (``kind``: ``body`` or ``onnx``)."""
     workspace.folder(run)
-    if not os.path.isfile(workspace.path(f"{run}/compressed.json", must_exist=False)):
-        raise ConsoleError(f"'{run}' is not a compress run (no compressed.json in it): compress a model first")
-    report = _read_json(workspace.path(f"{run}/compressed.json"))
-    head = f"{run}/model_headfx.pt" if os.path.isfile(workspace.path(f"{run}/model_headfx.pt", False)) else ""
-    exported = f"{run}/model_modelfx.pt"
+    try:
+        body = run_body(workspace, run)
+        report = _read_json(workspace.path(run_report(workspace, run)))
+    except ConsoleError:
+        raise ConsoleError(f"'{run}' is not a compress run (no compressed model and report in it): "
+                           "compress a model first") from None
+    head = f"{run}/{EXPORT_HEAD}" if os.path.isfile(workspace.path(f"{run}/{EXPORT_HEAD}", False)) else ""
+    exported = f"{run}/{EXPORT_BODY}"
     if os.path.isfile(workspace.path(exported, False)):
         fp32 = exported
     else:
         fp32 = workspace.relative(report.get("model", ""))
         workspace.path(fp32)  # the body it was compressed from, still inside the work directory
     method = report.get("method", "compressed")
-    models = [("fp32", "body", fp32, head), (method, "body", f"{run}/compressed.pt", head)]
+    models = [("fp32", "body", fp32, head), (method, "body", body, head)]
     folder = workspace.folder(run)
     for name in sorted(os.listdir(folder)):
         quant_report = os.path.join(folder, name, QUANTIZE_REPORT)

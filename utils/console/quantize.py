@@ -11,7 +11,7 @@ import sys
 import time
 
 from utils.console.sources import REPO_ROOT
-from utils.console.workspace import QUANTIZE_REPORT
+from utils.console.workspace import QUANTIZE_REPORT, run_body
 from utils.errors import ConsoleError
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def run_quantize(job, workspace, run, calib_dir, input_size, precision, engine, 
     """
     if not quantize_available():
         raise ConsoleError("this toolkit has no tools/quantize.py: quantization is not available")
-    model = workspace.path(f"{run}/compressed.pt")
+    model = workspace.path(run_body(workspace, run))
     calib = workspace.folder(calib_dir)
     output_dir = os.path.join(os.path.dirname(model), f"quantized_{precision}")
     count = 1

@@ -55,21 +55,11 @@ def config_path(workspace, name):
 
 
 def head_for(workspace, model_name):
-    """The head file exported beside a body (``model_headfx.pt`` / ``<prefix>_head.pt``), or ''."""
-    folder, base = os.path.split(model_name)
-    candidates = []
-    if base == "model_modelfx.pt":
-        candidates.append("model_headfx.pt")
-    if base.endswith("_model.pt"):
-        candidates.append(base[:-len("_model.pt")] + "_head.pt")
-    for candidate in candidates:
-        name = f"{folder}/{candidate}" if folder else candidate
-        try:
-            workspace.path(name)
-        except ConsoleError:
-            continue
-        return name
-    return ""
+    """The head file that goes with a body (:func:`utils.layout.find_head`), relative, or ''."""
+    from utils.layout import find_head
+
+    head = find_head(workspace.path(model_name, must_exist=False))
+    return workspace.relative(head) if head else ""
 
 
 def check_input_size(size):

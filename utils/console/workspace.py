@@ -19,16 +19,33 @@ import tempfile
 import zipfile
 
 from utils.errors import ConsoleError
+from utils.layout import COMPRESSED_BODY, LEGACY_COMPRESSED_BODIES, QUANTIZE_REPORT, compression_report  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
 MODEL_EXTENSIONS = (".pt", ".pth", ".pth.tar", ".tar", ".pkl")
 CONFIG_EXTENSIONS = (".yaml", ".yml")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
-QUANTIZE_REPORT = "quantize_report.json"  # what tools/quantize.py writes beside its model
 UPLOADS = "uploads"
 IMAGE_UPLOADS = "uploads/images"  # one folder: the image picker offers it to PR_NN and calibration
 RUNS = "runs"
+# A compress run folder holds what tools/compress.py writes: its body and the JSON report beside it.
+RUN_BODY = COMPRESSED_BODY
+RUN_REPORT = os.path.basename(compression_report(RUN_BODY))
+
+
+def run_body(workspace, run):
+    """The compressed body of the run folder ``run`` (relative name); runs of earlier versions
+    (``compressed.pt``) are still read."""
+    for name in (RUN_BODY,) + LEGACY_COMPRESSED_BODIES:
+        if os.path.isfile(workspace.path(f"{run}/{name}", must_exist=False)):
+            return f"{run}/{name}"
+    raise ConsoleError(f"'{run}' holds no compressed model ({RUN_BODY}): pick a run the console's compress wrote")
+
+
+def run_report(workspace, run):
+    """The compression report (relative name) of the run folder ``run``."""
+    return os.path.splitext(run_body(workspace, run))[0] + ".json"
 DEFAULT_MAX_UPLOAD_MB = 512
 _CHUNK = 1 << 20
 # Globals a state dict / training checkpoint pickles; anything else is an object that runs code.

@@ -135,14 +135,14 @@ def test_compress_job_writes_files_report_and_a_reproducing_command(client, work
     result = done["result"]
     run = result["run"]
     assert sorted(os.path.basename(f) for f in result["files"]) == [
-        "command.sh", "compressed.json", "compressed.pt", "layer_ratios.json", "model_headfx.pt"]
+        "command.sh", "compressed_pidnet.json", "compressed_pidnet.pt", "layer_ratios.json", "model_headfx.pt"]
     assert result["after"]["params"] < result["before"]["params"] and result["after"]["macs"] < result["before"]["macs"]
     assert result["before"]["latency_ms"] > 0 and result["after"]["latency_ms"] > 0 and result["runtime"] == "fused"
     report = client.get(f"/api/download/{result['report']}")
     assert report.status_code == 200
     report = report.json()
     assert report["latency_ms"]["runtime"] == "fused" and report["after"]["params"] == result["after"]["params"]
-    compressed = load_module_file(str(workdir / run / "compressed.pt"))
+    compressed = load_module_file(str(workdir / run / "compressed_pidnet.pt"))
     assert count_params(compressed) == result["after"]["params"]
 
     # The command line reproduces the run: same report figures, same weights.
@@ -243,7 +243,7 @@ def test_checkpoint_and_config_are_exported_then_compressed(client, workdir):
     assert export_line.startswith("python tools/export_netspresso.py --cfg ") and "TEST.MODEL_FILE" in export_line
     assert "--model " + str(workdir / done["result"]["run"] / "model_modelfx.pt") in compress_line
     names = sorted(os.path.basename(f) for f in done["result"]["files"])
-    assert names == ["command.sh", "compressed.json", "compressed.pt", "model_headfx.pt", "model_modelfx.pt"]
+    assert names == ["command.sh", "compressed_pidnet.json", "compressed_pidnet.pt", "model_headfx.pt", "model_modelfx.pt"]
 
 
 def test_jobs_queue_behind_each_other_and_cancel_through_the_api(client, workdir):

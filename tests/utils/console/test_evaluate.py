@@ -119,7 +119,7 @@ def _compress_and_quantize(client, synth):
     _ok(client.post("/api/model", json={"model": BODY, "input_size": SIZE}))
     done = _wait(client, _ok(client.post("/api/jobs/compress", json={"method": "PR_L2", "ratio": 0.5}))["id"])
     run = done["result"]["run"]
-    argv = ["--netspresso", "--model", str(synth / run / "compressed.pt"), "--calib-dir", str(synth / VAL_IMAGES),
+    argv = ["--netspresso", "--model", str(synth / run / "compressed_pidnet.pt"), "--calib-dir", str(synth / VAL_IMAGES),
             "--input-size", *map(str, SIZE), "--snr-images", "2", "--output-dir", str(synth / run / "quantized_int8")]
     assert run_main(quantize_cli.main, quantize_cli.parse_args(argv)) == 0
     return run

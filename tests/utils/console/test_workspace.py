@@ -91,3 +91,26 @@ def test_output_dir_inside_a_run_is_all_or_nothing_and_stays_inside(workdir, tmp
     with pytest.raises(ConsoleError, match="outside the work directory"):
         with ws.output_dir(tmp_path, "x"):
             pass
+
+
+def test_run_files_follow_the_layout_and_read_earlier_runs(workdir):
+    from utils.console.sources import head_for
+    from utils.console.workspace import RUN_BODY, RUN_REPORT, run_body, run_report
+    from utils.layout import COMPRESSED_BODY, compression_report
+
+    ws = Workspace(str(workdir))
+    # the names tools/compress.py writes: the body and its report beside it
+    assert (RUN_BODY, RUN_REPORT) == (COMPRESSED_BODY, os.path.basename(compression_report(COMPRESSED_BODY)))
+    run = workdir / "runs" / "r"
+    run.mkdir(parents=True)
+    with pytest.raises(ConsoleError, match="holds no compressed model"):
+        run_body(ws, "runs/r")
+    (run / "compressed.pt").write_bytes(b"x")  # a run of an earlier console version
+    assert (run_body(ws, "runs/r"), run_report(ws, "runs/r")) == ("runs/r/compressed.pt", "runs/r/compressed.json")
+    (run / RUN_BODY).write_bytes(b"x")
+    assert run_body(ws, "runs/r") == f"runs/r/{RUN_BODY}"
+    # a compressed body keeps the exported head beside it; an exported body finds its own
+    assert head_for(ws, f"runs/r/{RUN_BODY}") == ""
+    (run / "model_headfx.pt").write_bytes(b"x")
+    assert head_for(ws, f"runs/r/{RUN_BODY}") == "runs/r/model_headfx.pt"
+    assert head_for(ws, "tiny/model_modelfx.pt") == "tiny/model_headfx.pt"
