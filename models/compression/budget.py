@@ -13,39 +13,19 @@ so the internal target is bisected until the rounded plan fits.
 The latency budget is :mod:`models.compression.latency`; the decomposition ranks for a budget
 are :mod:`models.compression.decompose_budget`.
 """
-import copy
 import heapq
 import logging
 import math
 
 import torch
 import torch.nn as nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from models.compression.graph import _CONV
 from models.compression.importance import lamp_scores
 from models.compression.recommend import lowest, rounded_keep
+from models.compression.report import layer_macs
 from utils.errors import CompressionError
 
 logger = logging.getLogger(__name__)
-
-
-def layer_macs(model, input_size):
-    """``{module name: MACs}`` of every conv / linear layer for one ``1x3xHxW`` image.
-
-    Counted by ``torch.utils.flop_counter`` (FLOPs / 2) on a ``meta`` copy, so no arithmetic runs.
-    """
-    meta = copy.deepcopy(model).to("meta").eval()
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        meta(torch.empty(1, 3, int(input_size[0]), int(input_size[1]), device="meta"))
-    counts = counter.get_flop_counts()
-    root = type(meta).__name__
-    macs = {}
-    for name, module in meta.named_modules():
-        if isinstance(module, (_CONV, nn.Linear)):
-            ops = counts.get(f"{root}.{name}", {})
-            macs[name] = sum(int(v) for v in ops.values()) // 2
-    return macs
 
 
 def _sizes(module):

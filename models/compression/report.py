@@ -1,13 +1,14 @@
 """Model size figures: parameters, MACs at an input size, channels per convolution.
 
-MACs are counted with forward hooks during one real forward pass (convolutions and linear
-layers, the usual convention; element-wise ops, BN and interpolation are not counted). A
+MACs are counted by ``torch.utils.flop_counter`` during one real forward pass (convolutions and
+linear layers, the usual convention; element-wise ops, BN and interpolation are not counted). A
 ``meta``-device pass would avoid the arithmetic but is slower on CPU for this many ops.
 """
 import logging
 
 import torch
 import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
 
 logger = logging.getLogger(__name__)
 
@@ -16,39 +17,24 @@ def count_params(model):
     return int(sum(p.numel() for p in model.parameters()))
 
 
-def _conv_macs(module, output):
-    kernel = 1
-    for k in module.kernel_size:
-        kernel *= k
-    return output.numel() * (module.in_channels // module.groups) * kernel
-
-
 def layer_macs(model, input_size, batch=1):
     """``{module name: multiply-accumulates}`` of every convolution and linear layer at ``input_size``.
 
-    A module called several times (shared weights) sums its calls.
+    Counted by ``torch.utils.flop_counter`` (FLOPs / 2) during one forward pass; a module called
+    several times (shared weights) sums its calls.
     """
     was_training = model.training
     model.eval()
     device = next(iter(model.parameters()), torch.empty(0)).device
-    names = {m: name for name, m in model.named_modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))}
-    macs = dict.fromkeys(names.values(), 0)
-
-    def hook(module, _inputs, output):
-        if isinstance(module, nn.modules.conv._ConvNd):
-            macs[names[module]] += _conv_macs(module, output)
-        else:
-            macs[names[module]] += output.numel() * module.in_features
-
-    handles = [m.register_forward_hook(hook) for m in names]
     try:
-        with torch.inference_mode():
+        with FlopCounterMode(display=False) as counter, torch.inference_mode():
             model(torch.zeros(batch, 3, int(input_size[0]), int(input_size[1]), device=device))
     finally:
-        for handle in handles:
-            handle.remove()
         model.train(was_training)
-    return {name: int(value) for name, value in macs.items()}
+    counts = counter.get_flop_counts()
+    root = type(model).__name__
+    return {name: sum(int(v) for v in counts.get(f"{root}.{name}", {}).values()) // 2
+            for name, module in model.named_modules() if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear))}
 
 
 def count_macs(model, input_size, batch=1):
