@@ -84,12 +84,13 @@ def load_pidnet(name, num_classes, weights="", *, augment=False, **fixes):
     return model
 
 
-def load_body(path):
-    """A whole-module NetsPresso/fx body file (``--netspresso --model``), checked to be a body."""
+def load_body(path, state_dict_hint=None):
+    """A whole-module NetsPresso/fx body file (``--netspresso --model``), checked to be a body;
+    ``state_dict_hint`` is the fix named when ``path`` holds weights only."""
     from models.checkpoint import load_module_file
     from models.netspresso import check_body
 
-    model = load_module_file(path, what="model")
+    model = load_module_file(path, what="model", state_dict_hint=state_dict_hint)
     check_body(model, path)
     return model
 

@@ -48,6 +48,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from configs import build  # noqa: E402
 from models.checkpoint import load_module_file  # noqa: E402
 from models.compression import cloud  # noqa: E402
 from models.compression import plan as plan_lib  # noqa: E402
@@ -59,7 +60,7 @@ from models.compression.pruner import check_method, check_recommendation, compre
 from models.compression import recommend, vbmf  # noqa: E402
 from models.compression.recommend import check_ratio, load_layer_indices, load_layer_ratios  # noqa: E402
 from models.compression.report import summary  # noqa: E402
-from models.netspresso import check_body, input_shapes  # noqa: E402
+from models.netspresso import input_shapes  # noqa: E402
 from utils.images import load_images  # noqa: E402
 from utils.cli import run_main, setup_logging  # noqa: E402
 from utils.device import resolve_device  # noqa: E402
@@ -244,9 +245,7 @@ def run_offline(args, sizes):
 
 def load_body(path):
     """The exported body to compress (a whole-module file), refused with one line if it is a head or weights."""
-    model = load_module_file(path, what="model", state_dict_hint=_EXPORT_HINT)
-    check_body(model, path)
-    return model
+    return build.load_body(path, state_dict_hint=_EXPORT_HINT)
 
 
 def print_dry_run(preview, size):

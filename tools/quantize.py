@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from configs import build  # noqa: E402
 from utils.cli import run_main, setup_logging  # noqa: E402
 from utils.errors import ConfigError, DatasetError, DeviceError, UsageError  # noqa: E402
 from utils.layout import QUANTIZE_REPORT  # noqa: E402
@@ -212,17 +213,6 @@ def calibration_from_dir(folder, count, seed, size):
     return np.stack(images), names
 
 
-def build_train_dataset(cfg):
-    from datasets import build_dataset
-
-    return build_dataset(cfg.DATASET.DATASET, cfg.DATASET.ROOT, cfg.DATASET.TRAIN_SET,
-                         num_classes=cfg.DATASET.NUM_CLASSES, is_train=False,
-                         crop_size=(cfg.TEST.IMAGE_SIZE[1], cfg.TEST.IMAGE_SIZE[0]), base_size=cfg.TEST.BASE_SIZE,
-                         multi_scale=False, flip=False, ignore_label=cfg.TRAIN.IGNORE_LABEL,
-                         class_names=list(cfg.DATASET.CLASS_NAMES) or None,
-                         class_colors=[tuple(c) for c in cfg.DATASET.CLASS_COLORS] or None)
-
-
 # --------------------------------------------------------------------------- model -> fp32 ONNX
 
 def export_fp32(args, cfg, path, size):
@@ -237,19 +227,13 @@ def export_fp32(args, cfg, path, size):
         return args.onnx, num_classes
     example = torch.randn((1, 3) + tuple(size), generator=torch.Generator().manual_seed(0))
     if args.netspresso:
-        from models.netspresso import load_netspresso
-
-        model = load_netspresso(args.model)  # without its head: the main logits only
+        model = build.load_netspresso(args.model)  # without its head: the main logits only
         description = args.model
     else:
-        from models.checkpoint import load_for_eval
-        from models.pidnet import build_pidnet
-
         if not cfg.TEST.MODEL_FILE:
             raise ConfigError("--cfg needs the weights to quantize: add TEST.MODEL_FILE path/to/checkpoint.pt "
                               "(or use --onnx / --netspresso --model)")
-        model = build_pidnet(cfg.MODEL.NAME, cfg.DATASET.NUM_CLASSES, augment=False)
-        load_for_eval(model, cfg.TEST.MODEL_FILE)
+        model = build.build_model(cfg, cfg.TEST.MODEL_FILE, augment=False)
         description = f"{cfg.MODEL.NAME} + {cfg.TEST.MODEL_FILE}"
     export_onnx(fold_batchnorm(model.eval()), path, example, output_index=1)
     load_segmenter_onnx(path, num_classes)  # a NetsPresso body with the wrong head fails here
@@ -260,7 +244,7 @@ def default_input_size(args, cfg):
     if args.input_size is not None:
         return tuple(args.input_size)
     if cfg is not None:
-        return int(cfg.TEST.IMAGE_SIZE[1]), int(cfg.TEST.IMAGE_SIZE[0])
+        return build.image_hw(cfg.TEST.IMAGE_SIZE)
     if args.onnx:
         from models.deploy.onnx_file import describe_onnx
 
@@ -275,10 +259,9 @@ def default_input_size(args, cfg):
 def evaluate_onnx(cfg, path, threads):
     from torch.utils.data import DataLoader
 
-    from configs.build import build_test_dataset
     from utils.evaluate import evaluate
 
-    dataset = build_test_dataset(cfg)
+    dataset = build.build_test_dataset(cfg)
     loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=0)
     from models.deploy.onnx_file import prepare_onnx_file
 
@@ -326,7 +309,7 @@ def main(args):
         images, names = calibration_from_dir(args.calib_dir, args.calib_images, args.seed, size)
         calib_source = os.path.abspath(args.calib_dir)
     else:
-        images, names = calibration_from_dataset(build_train_dataset(cfg), args.calib_images, args.seed, size)
+        images, names = calibration_from_dataset(build.build_test_dataset(cfg, cfg.DATASET.TRAIN_SET), args.calib_images, args.seed, size)
         calib_source = f"{cfg.DATASET.ROOT.rstrip('/')}/{cfg.DATASET.TRAIN_SET}"
     load_seconds = time.perf_counter() - start
 
