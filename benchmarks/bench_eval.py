@@ -72,7 +72,9 @@ def main(args):
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
+        from configs.build import apply_cudnn
+
+        apply_cudnn(benchmark=True)  # fixed input size: let cuDNN pick the fastest kernels
     width, height = args.image_size
     torch.manual_seed(0)
     model = build_pidnet(f"pidnet_{args.variant}", 19, augment=False).eval()

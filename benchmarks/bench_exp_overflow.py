@@ -88,17 +88,13 @@ def get_args_parser():
 
 
 def measure(cfg, device):
-    from models.checkpoint import load_for_eval
-    from models.pidnet import build_pidnet
-    from configs.build import build_test_dataset
+    from configs.build import build_eval_model, build_test_dataset
     from utils.evaluate import evaluate
 
     if not cfg.TEST.MODEL_FILE:
         raise ConfigError("set TEST.MODEL_FILE to the trained checkpoint to measure")
     dataset = build_test_dataset(cfg)  # exactly the dataset tools/eval.py evaluates
-    model = build_pidnet(cfg.MODEL.NAME, cfg.DATASET.NUM_CLASSES, augment=True)
-    load_for_eval(model, cfg.TEST.MODEL_FILE)
-    model = model.to(device).eval()
+    model = build_eval_model(cfg, device, weights=cfg.TEST.MODEL_FILE)  # as tools/eval.py builds it
     index = cfg.TEST.OUTPUT_INDEX
     results, stats = {}, {}
     for rule, transform in (("official_exp_argmax", official_scores), ("logits_argmax", None)):

@@ -119,7 +119,9 @@ def main(args):
     if args.amp and not amp:
         logger.warning("--amp needs CUDA: running fp32 on %s", device)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+        from configs.build import apply_cudnn
+
+        apply_cudnn(benchmark=True)
         torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(0)
     model = build_pidnet(f"pidnet_{args.variant}", 19, augment=True).to(device).train()
