@@ -89,3 +89,17 @@ def test_iou_swatches_are_the_palette_of_eval_save_color(tmp_path):
     html = open(build_report(str(tmp_path / "b"), title="t", runs=run, class_names=NAMES, class_colors=colors),
                 encoding="utf-8").read()
     assert [list(map(int, s)) for s in swatches(html)] == colors
+
+
+def test_tradeoff_labels_of_close_points_are_stacked():
+    from utils.report.charts import label_offsets
+
+    # the demo's case: fp32 eager / fused / onnxruntime share the mIoU and nearly the latency
+    points = [{"label": "fp32 eager", "latency_ms": 112.7, "miou": 0.238},
+              {"label": "fp32 fused", "latency_ms": 95.0, "miou": 0.238},
+              {"label": "onnxruntime", "latency_ms": 80.0, "miou": 0.238},
+              {"label": "int8", "latency_ms": 20.0, "miou": 0.237},
+              {"label": "pruned", "latency_ms": 60.0, "miou": 0.256}]
+    offsets = label_offsets(points)
+    assert len({offsets[i] for i in range(3)}) == 3  # three distinct heights: none overlaps
+    assert offsets[3] == offsets[4] == (5, 4)  # far from the others: the plain offset

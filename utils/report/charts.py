@@ -4,6 +4,7 @@ Each function writes one PNG (atomically) and returns its path, or ``None`` when
 nothing to draw. matplotlib is imported on first use, with the ``Agg`` backend (no display).
 """
 import io
+import math
 
 from utils.io import atomic_write_bytes
 from utils.report.summary import pareto_front
@@ -42,6 +43,21 @@ def plot_curves(series, path, title, ylabel, xlabel="epoch"):
     return _save_figure(fig, path)
 
 
+def label_offsets(points, near_decades=0.25, near_fraction=0.04):
+    """Text offsets (points) of the labels of ``points`` in the tradeoff chart: a label whose point
+    sits near an earlier one (within ``near_decades`` of latency on the log axis and
+    ``near_fraction`` of the mIoU span) is stacked above it, so that models of equal accuracy and
+    similar speed (fp32 eager / fused / onnxruntime) stay readable."""
+    xs = [math.log10(p["latency_ms"]) for p in points]
+    ys = [100.0 * p["miou"] for p in points]
+    span = (max(ys) - min(ys)) or 1.0
+    offsets = []
+    for i, (x, y) in enumerate(zip(xs, ys)):
+        stacked = sum(1 for j in range(i) if abs(xs[j] - x) < near_decades and abs(ys[j] - y) < near_fraction * span)
+        offsets.append((5, 4 + 10 * stacked))
+    return offsets
+
+
 def plot_tradeoff(points, path, title="Accuracy vs latency"):
     """Scatter of mIoU (%) against latency (ms), one labelled point per model, the Pareto front
     drawn as a step line; returns ``path``, or None when fewer than two points have both values."""
@@ -52,12 +68,12 @@ def plot_tradeoff(points, path, title="Accuracy vs latency"):
     front = pareto_front(usable)
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
     on_front = {id(p) for p in front}
-    for point in usable:
+    for point, offset in zip(usable, label_offsets(usable)):
         star = id(point) in on_front
         ax.scatter(point["latency_ms"], 100.0 * point["miou"], s=46 if star else 30, zorder=3,
                    color="#2563eb" if star else "#94a3b8", edgecolors="#1e293b", linewidths=0.6)
         ax.annotate(point["label"], (point["latency_ms"], 100.0 * point["miou"]), textcoords="offset points",
-                    xytext=(5, 4), fontsize=8)
+                    xytext=offset, fontsize=8)
     xs = [p["latency_ms"] for p in front]
     ys = [100.0 * p["miou"] for p in front]
     ax.step(xs, ys, where="post", color="#2563eb", linewidth=1.4, alpha=0.8, label="Pareto front")
