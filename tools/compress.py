@@ -284,10 +284,12 @@ def dry_run(args, sizes):
                                "compressing: drop --dry-run")
     layer_ratios = load_layer_ratios(args.layer_ratios) if args.layer_ratios else None
     layer_indices = load_layer_indices(args.indices) if args.indices else None
+    images = load_images(args.images, args.num_images) if args.images else None
     method, recommendation, _, _ = plan_lib.check_request(args.method, args.recommendation, args.ratio,
-                                                          layer_ratios, layer_indices, args.round_to)
+                                                          layer_ratios, layer_indices, args.round_to, images)
     model = load_body(args.model)
-    analysis = plan_lib.analyse(model, tuple(args.trace_size), resolve_device(args.device))
+    analysis = plan_lib.analyse(model, tuple(args.trace_size), resolve_device(args.device),
+                                images if method == "PR_NN" else None)
     channel_plan = plan_lib.plan(analysis, method, recommendation, args.ratio, layer_ratios, layer_indices,
                                  args.round_to)
     return print_dry_run(plan_lib.preview(analysis, channel_plan, sizes[0]), sizes[0])

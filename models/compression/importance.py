@@ -99,6 +99,16 @@ def group_nuclear_norms(graph, tp_group, channels, conv_norms):
     return scores
 
 
+def nuclear_norms_per_group(model, graph, tp_groups, groups, images):
+    """``PR_NN``'s importance of every prunable group: :func:`group_nuclear_norms` of the feature
+    maps of ``model`` on ``images`` (the convolutions whose outputs the groups prune)."""
+    convs = {item.dep.target.module for tg in tp_groups for item in tg
+             if isinstance(item.dep.target.module, _CONV) and graph.is_out_channel_pruning_fn(item.dep.handler)}
+    conv_norms = feature_nuclear_norms(model, sorted(convs, key=id), images)
+    logger.info("PR_NN: nuclear norms of %d convolutions' feature maps over %d images", len(convs), len(images))
+    return [group_nuclear_norms(graph, tg, g.channels, conv_norms) for tg, g in zip(tp_groups, groups)]
+
+
 def lamp_scores(squared):
     """Structured LAMP score of every channel of one layer/group.
 

@@ -40,7 +40,7 @@ RECOMMENDATION_HELP = {
 
 
 # Methods whose plan can be previewed here (others compress directly).
-PREVIEW_METHODS = ("PR_L2", "PR_GM", "PR_ID", "FD_TK", "FD_CP", "FD_SVD")
+PREVIEW_METHODS = ("PR_L2", "PR_GM", "PR_NN", "PR_ID", "FD_TK", "FD_CP", "FD_SVD")
 
 
 def manual_keyword(method):
@@ -68,16 +68,26 @@ class Analysis:
     groups: list
     tp_groups: list
     norms: list
+    nuclear: list = None  # PR_NN's per-group feature-map nuclear norms, when analysed with images
+
+    def squared(self, method):
+        """The per-group squared magnitudes SLAMP ranks for ``method`` (as the pruner's)."""
+        if method == "PR_NN":
+            return [n.pow(2) for n in self.nuclear]
+        return self.norms
 
     def scores(self, method, gi):
         """Per-channel importance of prunable group ``gi`` (lowest = removed first)."""
+        if method == "PR_NN":
+            return self.nuclear[gi].pow(2)
         if method == "PR_GM":
             return importance.geometric_median_distances(self.graph, self.tp_groups[gi], self.groups[gi].channels)
         return self.norms[gi]
 
 
-def analyse(model, trace_size=(256, 256), device="cpu"):
-    """Trace a copy of ``model`` and find its channel groups.
+def analyse(model, trace_size=(256, 256), device="cpu", images=None):
+    """Trace a copy of ``model`` and find its channel groups; with ``images`` (preprocessed
+    ``3xHxW`` tensors) also PR_NN's feature-map importance, so PR_NN plans can be previewed.
 
     Raises:
         CompressionError: the model does not run on an image, cannot be traced, or has nothing
@@ -99,13 +109,15 @@ def analyse(model, trace_size=(256, 256), device="cpu"):
         raise CompressionError("the model has no prunable channels (every channel feeds an output)")
     tp_groups = [graph_lib.full_group(dep_graph, g) for g in groups]
     norms = [importance.squared_norms(dep_graph, tg, g.channels) for tg, g in zip(tp_groups, groups)]
-    return Analysis(model, dep_graph, all_groups, groups, tp_groups, norms)
+    nuclear = importance.nuclear_norms_per_group(model, dep_graph, tp_groups, groups, images) if images else None
+    return Analysis(model, dep_graph, all_groups, groups, tp_groups, norms, nuclear)
 
 
-def check_request(method, recommendation=None, ratio=None, layer_ratios=None, layer_indices=None, round_to=1):
+def check_request(method, recommendation=None, ratio=None, layer_ratios=None, layer_indices=None, round_to=1,
+                  images=None):
     """Validate a pruning request as compress_model does; returns ``(method, recommendation, ratio, round_to)``."""
     method, recommendation, ratio, round_to, _ = pruner.check_request(method, recommendation, ratio, layer_ratios,
-                                                                      layer_indices, round_to)
+                                                                      layer_indices, round_to, images)
     return method, recommendation, ratio, round_to
 
 
@@ -113,7 +125,7 @@ def plan(analysis, method="PR_L2", recommendation=None, ratio=None, layer_ratios
          round_to=1):
     """``{prunable group index: [channel indices to remove]}`` for a request; prunes nothing."""
     method, recommendation, ratio, round_to = check_request(method, recommendation, ratio, layer_ratios,
-                                                            layer_indices, round_to)
+                                                            layer_indices, round_to, analysis.nuclear)
     groups, all_groups = analysis.groups, analysis.all_groups
     if method == "PR_ID":
         return recommend.indices_per_group(groups, all_groups, layer_indices)
@@ -121,7 +133,7 @@ def plan(analysis, method="PR_L2", recommendation=None, ratio=None, layer_ratios
         raise CompressionError(f"{method} has no channel preview (its plan is made while compressing): "
                                "compress directly (drop --dry-run)")
     if recommendation == "slamp":
-        counts = recommend.slamp_counts(groups, analysis.norms, ratio, round_to)
+        counts = recommend.slamp_counts(groups, analysis.squared(method), ratio, round_to)
     else:
         counts = recommend.manual_counts(groups, all_groups, layer_ratios, round_to)
     return {gi: recommend.lowest(analysis.scores(method, gi), count) for gi, count in enumerate(counts) if count > 0}

@@ -191,15 +191,8 @@ def compress_model(model, method="PR_L2", recommendation=None, ratio=None, layer
 
     tp_groups = [graph_lib.full_group(dep_graph, g) for g in groups]
     if method == "PR_NN":
-        convs = {item.dep.target.module for tg in tp_groups for item in tg
-                 if isinstance(item.dep.target.module, graph_lib._CONV)
-                 and dep_graph.is_out_channel_pruning_fn(item.dep.handler)}
-        conv_norms = importance.feature_nuclear_norms(model, sorted(convs, key=id), images)
-        nuclear = [importance.group_nuclear_norms(dep_graph, tg, g.channels, conv_norms)
-                   for tg, g in zip(tp_groups, groups)]
         # LAMP compares squared magnitudes, as for the L2 criterion.
-        squared = [n.pow(2) for n in nuclear]
-        logger.info("PR_NN: nuclear norms of %d convolutions' feature maps over %d images", len(convs), len(images))
+        squared = [n.pow(2) for n in importance.nuclear_norms_per_group(model, dep_graph, tp_groups, groups, images)]
     else:
         squared = [importance.squared_norms(dep_graph, tg, g.channels) for tg, g in zip(tp_groups, groups)]
 

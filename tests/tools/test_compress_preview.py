@@ -44,6 +44,33 @@ def test_dry_run_prints_the_plan_the_real_run_applies(tmp_path, capsys):
     assert float(planned.group(3)) == pytest.approx(report["ratio_achieved"], abs=6e-4)
 
 
+def test_dry_run_of_pr_nn_ranks_on_the_images_as_the_real_run(tmp_path, capsys):
+    import cv2
+    import numpy as np
+
+    torch.manual_seed(0)
+    body, _ = export_pidnet(PIDNet(m=2, n=3, planes=8, ppm_planes=16, head_planes=16, num_classes=5).eval())
+    atomic_save(body, tmp_path / "model_modelfx.pt")
+    (tmp_path / "images").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / "images" / f"{i}.png"), rng.integers(0, 255, (64, 128, 3), dtype=np.uint8))
+    argv = ["--model", str(tmp_path / "model_modelfx.pt"), "--method", "PR_NN", "--ratio", "0.5", *FAST,
+            "--output", str(tmp_path / "c.pt")]
+    code, io = _cli(argv + ["--dry-run"], capsys)
+    assert code == 2 and "pass --images DIR" in io.err and io.err.count("\n") == 1
+    argv += ["--images", str(tmp_path / "images"), "--num-images", "2"]
+    code, io = _cli(argv + ["--dry-run"], capsys)
+    assert code == 0, io.err
+    assert not (tmp_path / "c.pt").exists()
+    planned = re.search(r"MACs@64x128 ([\d.]+)G -> ([\d.]+)G, filters removed ([\d.]+)", io.out)
+    code, io = _cli(argv, capsys)
+    assert code == 0, io.err
+    report = json.loads((tmp_path / "c.json").read_text())
+    assert float(planned.group(2)) == pytest.approx(report["after"]["macs"]["64x128"] / 1e9, abs=6e-4)
+    assert float(planned.group(3)) == pytest.approx(report["ratio_achieved"], abs=6e-4)
+
+
 def test_dry_run_bad_ratio_is_one_line(tmp_path, capsys):
     torch.manual_seed(0)
     body, _ = export_pidnet(PIDNet(m=2, n=3, planes=8, ppm_planes=16, head_planes=16, num_classes=5).eval())

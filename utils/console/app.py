@@ -87,6 +87,7 @@ class Console:
         self.analysis = None
         self.input_size = None
         self.table = None
+        self.images = ("", 0)  # the (folder, count) the table's NN column and PR_NN previews use
 
     def load(self, body):
         from models.compression.plan import analyse
@@ -96,10 +97,11 @@ class Console:
         images = compress.nn_images(self.workspace, body.images, body.num_images) if body.images else None
         model, _, default_size, _ = sources.load_source(self.workspace, source)
         size = sources.check_input_size(body.input_size or default_size)
-        analysis = analyse(model, sources.trace_size_for(size), "cpu")
+        analysis = analyse(model, sources.trace_size_for(size), "cpu", images)
         table = layers.layer_table(analysis, size, images)
         with self.lock:
             self.source, self.analysis, self.input_size, self.table = source, analysis, size, table
+            self.images = (body.images, body.num_images) if images else ("", 0)
         return {"source": source.__dict__, **table}
 
     def loaded(self):
@@ -124,6 +126,10 @@ class Console:
         method_module(body.method)
         if body.input_size and sources.check_input_size(body.input_size) != size:
             raise ConsoleError(f"the table was computed at {size[0]}x{size[1]}: press Load again to change the size")
+        if body.method == "PR_NN" and (body.images, body.num_images) != self.images:
+            loaded = f"on {self.images[1]} images of {self.images[0]}" if self.images[0] else "without images"
+            raise ConsoleError(f"PR_NN's preview ranks filters on the images the table was loaded with ({loaded}): "
+                               "pick the image folder and press Load again")
         return compress.preview(analysis, body.request(), size, macs)
 
     def compress(self, body):
@@ -134,7 +140,7 @@ class Console:
         request.kwargs(meta)
         if request.method == "PR_NN":
             compress.nn_images(self.workspace, request.images, 1)  # no folder / no image: refused now
-        if meta["preview"] and not request.budget:
+        if meta["preview"] and not request.budget and request.method != "PR_NN":
             compress.preview(analysis, request, size, macs)  # refuse a bad request now, not in the job
         return self._submit("compress", f"{request.method} on {source.model}",
                             lambda job: compress.run_compress(job, self.workspace, source, request, size, runtime))

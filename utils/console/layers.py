@@ -47,14 +47,12 @@ def nn_scores(analysis, images):
     """Mean ``PR_NN`` importance (feature-map nuclear norm summed over the coupled convolutions,
     as :func:`models.compression.pruner.compress_model` ranks channels) of each prunable group."""
     from models.compression import importance
-    from models.compression.graph import _CONV
 
-    graph = analysis.graph
-    convs = {item.dep.target.module for tg in analysis.tp_groups for item in tg
-             if isinstance(item.dep.target.module, _CONV) and graph.is_out_channel_pruning_fn(item.dep.handler)}
-    conv_norms = importance.feature_nuclear_norms(analysis.model, sorted(convs, key=id), images)
-    return {group.name: float(importance.group_nuclear_norms(graph, tg, group.channels, conv_norms).mean())
-            for tg, group in zip(analysis.tp_groups, analysis.groups)}
+    nuclear = analysis.nuclear
+    if nuclear is None:
+        nuclear = importance.nuclear_norms_per_group(analysis.model, analysis.graph, analysis.tp_groups,
+                                                     analysis.groups, images)
+    return {group.name: float(norms.mean()) for group, norms in zip(analysis.groups, nuclear)}
 
 
 def layer_table(analysis, input_size, images=None):

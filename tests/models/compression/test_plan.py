@@ -2,6 +2,7 @@
 import copy
 
 import pytest
+import torch
 
 from models.compression import plan as plan_lib
 from models.compression import pruner
@@ -61,3 +62,24 @@ def test_rank_preview_matches_the_decomposed_model(method, recommendation, ratio
         if entry["decomposed"]:
             assert preview["layers"][name]["ranks"] == entry["ranks"]
             assert preview["layers"][name]["macs"] == entry["macs"]
+
+
+def test_pr_nn_preview_matches_the_pruned_model_and_needs_images(tiny_sm, fast):
+    body, _ = copy.deepcopy(tiny_sm)
+    torch.manual_seed(0)
+    images = [torch.randn(3, *SIZE) for _ in range(2)]
+    with pytest.raises(CompressionError, match="PR_NN ranks filters by their feature maps on real images"):
+        plan_lib.plan(plan_lib.analyse(body, fast["trace_size"]), "PR_NN", "slamp", 0.5)
+    analysis = plan_lib.analyse(body, fast["trace_size"], images=images)
+    for request in (dict(method="PR_NN", recommendation="slamp", ratio=0.5),
+                    dict(method="PR_NN", recommendation="manual", layer_ratios={"layer3.0.conv1": 0.5})):
+        preview = plan_lib.preview(analysis, plan_lib.plan(analysis, **request), SIZE)
+        pruned, report = pruner.compress_model(body, trace_size=fast["trace_size"], report_sizes=[SIZE],
+                                               images=images, **request)
+        assert preview["macs"][1] == report["after"]["macs"]["64x128"] < preview["macs"][0], request
+        real_macs, real_channels = layer_macs(pruned, SIZE), conv_channels(pruned)
+        for name, row in preview["layers"].items():
+            assert row["macs"][1] == real_macs[name], (request, name)
+            assert (row["in"][1], row["out"][1]) == real_channels[name], (request, name)
+    # the NN plan is not the L2 one: the images decide which filters go
+    assert plan_lib.plan(analysis, "PR_NN", "slamp", 0.5) != plan_lib.plan(analysis, "PR_L2", "slamp", 0.5)

@@ -111,6 +111,14 @@ def test_pr_nn_compress_uses_the_picked_images_like_the_cli(client, synth, tmp_p
     again = json.loads((tmp_path / "again.json").read_text())
     assert again["layers"] == report["layers"] and again["after"] == report["after"]
 
+    # the PR_NN preview ranks on the images the table was loaded with, and equals the real run
+    pr_nn = {"method": "PR_NN", "ratio": 0.5, "images": VAL_IMAGES, "num_images": 2}
+    assert "loaded with (without images)" in _error(client.post("/api/preview", json=pr_nn))
+    _ok(client.post("/api/model", json={"model": BODY, "input_size": SIZE, "images": VAL_IMAGES, "num_images": 2}))
+    preview = _ok(client.post("/api/preview", json=pr_nn))
+    assert preview["macs"][1] == report["after"]["macs"][f"{SIZE[0]}x{SIZE[1]}"] < preview["macs"][0]
+    assert "press Load again" in _error(client.post("/api/preview", json=dict(pr_nn, num_images=1)))
+
 
 def _compress_and_quantize(client, synth):
     """A PR_L2 run of the console, then tools/quantize.py on it (in-process, as the console's job runs it)."""
