@@ -26,9 +26,9 @@ def read_json(path):
 
 def read_rgb(path):
     """An image file as an RGB array, or ``None`` when it cannot be read."""
-    import cv2
+    from utils.images import read_image
 
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    image = read_image(path)
     return None if image is None else image[:, :, ::-1].copy()
 
 

@@ -55,10 +55,6 @@ def _layer_params(module):
     return int(sum(p.numel() for p in module.parameters()))
 
 
-def _outputs(out):
-    return [out] if torch.is_tensor(out) else list(out)
-
-
 def decompose_model(model, method, ranks, report_sizes=((1024, 2048),), recommendation="manual", ratio=None,
                     vbmf_ranks=None, device="cpu"):
     """Decompose a copy of ``model``; return ``(decomposed_model, report_dict)`` (model on the CPU, eval mode).
@@ -82,7 +78,7 @@ def decompose_model(model, method, ranks, report_sizes=((1024, 2048),), recommen
     geometry = layer_geometry(model, sizes[0])
     probe = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)).to(device)
     with torch.no_grad():
-        shapes_before = [tuple(o.shape) for o in _outputs(model(probe))]
+        shapes_before = [tuple(o.shape) for o in report_lib.as_outputs(model(probe))]
     before = report_lib.summary(model, sizes)
     candidates = candidate_layers(model, method)
     layers = {}
@@ -123,7 +119,7 @@ def decompose_model(model, method, ranks, report_sizes=((1024, 2048),), recommen
         logger.info("%d layer(s) left as they are (decomposition would not lower their MACs or they cannot be "
                     "decomposed): %s", len(kept), ", ".join(kept[:6]) + (" ..." if len(kept) > 6 else ""))
     with torch.no_grad():
-        shapes_after = [tuple(o.shape) for o in _outputs(model(probe))]
+        shapes_after = [tuple(o.shape) for o in report_lib.as_outputs(model(probe))]
     if shapes_after != shapes_before:  # a bug in the layer construction, not user input
         raise CompressionError(f"decomposition changed the output shapes {shapes_before} -> {shapes_after}; "
                                "please report this with the command used")

@@ -52,10 +52,6 @@ def manual_keyword(method):
     return "layer_ratios"
 
 
-def _outputs(out):
-    return [out] if torch.is_tensor(out) else list(out)
-
-
 @dataclasses.dataclass
 class Analysis:
     """A traced copy of a model with its channel groups and their L2 scores (nothing pruned).
@@ -97,7 +93,7 @@ def analyse(model, trace_size=(256, 256), device="cpu", images=None):
     example = torch.randn(1, 3, int(trace_size[0]), int(trace_size[1]), device=device)
     try:
         with torch.no_grad():
-            _outputs(model(example))
+            report.as_outputs(model(example))
     except Exception as exc:  # a foreign module can fail in any way
         raise CompressionError(f"the model does not run on a 1x3x{trace_size[0]}x{trace_size[1]} image "
                                f"({type(exc).__name__}: {first_line(exc)}): "

@@ -48,13 +48,9 @@ def check_recommendation(method, recommendation):
                                        "manual" if method == "PR_ID" else "slamp", refused)
 
 
-def _outputs(out):
-    return [out] if torch.is_tensor(out) else list(out)
-
-
 def _shapes(model, example):
     with torch.no_grad():
-        return [tuple(o.shape) for o in _outputs(model(example))]
+        return [tuple(o.shape) for o in report.as_outputs(model(example))]
 
 
 def check_request(method, recommendation=None, ratio=None, layer_ratios=None, layer_indices=None, round_to=1,

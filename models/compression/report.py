@@ -13,6 +13,11 @@ from torch.utils.flop_counter import FlopCounterMode
 logger = logging.getLogger(__name__)
 
 
+def as_outputs(out):
+    """A model's output as a list (a body returns several tensors, a plain network one)."""
+    return [out] if torch.is_tensor(out) else list(out)
+
+
 def count_params(model):
     return int(sum(p.numel() for p in model.parameters()))
 
